@@ -1,0 +1,1 @@
+"""What the runners share: arguments, embedded defaults, data, model loading, metrics and run records."""

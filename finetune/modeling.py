@@ -1,0 +1,111 @@
+"""Model loading and LoRA wrapping, shared by the runners. The only place quantization is configured."""
+
+import importlib.util
+import logging
+
+import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from finetune.arguments import EMBEDDED_ENCODER, ConfigError, LoraArguments, ModelArguments
+from finetune.embedded import embedded_encoder_dir
+from init_schemes import InitSpec, apply_init, peft_init_value
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A hub id or local path as given; the embedded encoder's name becomes its local folder (fetched once)."""
+    return str(embedded_encoder_dir()) if name_or_path == EMBEDDED_ENCODER else name_or_path
+
+
+def quantization_config(model_args: ModelArguments):
+    """bitsandbytes settings for a quantized frozen base: 4-bit NF4 with double quantization and bf16 compute, or
+    8-bit. None when neither is asked for."""
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        flag = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+        raise ConfigError(f"{flag}: needs the bitsandbytes package (pip install bitsandbytes)")
+    from transformers import BitsAndBytesConfig
+
+    if model_args.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def _targets(model: torch.nn.Module, target_names: list[str]):
+    for name, module in model.named_modules():
+        if any(name == t or name.endswith(f".{t}") for t in target_names):
+            yield name, module
+
+
+def check_lora_shapes(
+    model_path: str, lora_args: LoraArguments, num_labels: int, cache_dir: str | None = None
+) -> None:
+    """Check targets and rank against the architecture, built on the meta device (config only, no weights)."""
+    config = AutoConfig.from_pretrained(model_path, num_labels=num_labels, cache_dir=cache_dir)
+    with torch.device("meta"):
+        skeleton = AutoModelForSequenceClassification.from_config(config)
+    found = list(_targets(skeleton, lora_args.lora_target_modules))
+    if not found:
+        raise ConfigError(f"lora_target_modules: no module named {lora_args.lora_target_modules} in {model_path}")
+    for name, module in found:
+        weight = getattr(module, "weight", None)
+        if weight is not None and weight.ndim >= 2 and lora_args.lora_r > min(weight.shape[0], weight[0].numel()):
+            shape = "×".join(map(str, weight.shape))
+            raise ConfigError(f"lora_r: {lora_args.lora_r} is larger than layer {name} ({shape})")
+
+
+def load_tokenizer(model_path: str, model_args: ModelArguments):
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir)
+    if tokenizer.pad_token is None:  # decoder-only models: pad with EOS for classification batches
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_sequence_classifier(model_path: str, num_labels: int, model_args: ModelArguments, pad_token_id: int):
+    quant = quantization_config(model_args)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path, num_labels=num_labels, cache_dir=model_args.cache_dir, quantization_config=quant
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = pad_token_id
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def add_lora(model: torch.nn.Module, lora_args: LoraArguments, spec: InitSpec, task_type: str) -> tuple:
+    """Wrap `model` with stock PEFT LoRA, then apply the init scheme and the freezing options.
+
+    Returns the PEFT model and the init record for the run's resolved config.
+    """
+    config = LoraConfig(
+        task_type=task_type,
+        r=lora_args.lora_r,
+        lora_alpha=lora_args.lora_alpha,
+        lora_dropout=lora_args.lora_dropout,
+        target_modules=list(lora_args.lora_target_modules),
+        modules_to_save=list(lora_args.modules_to_save) or None,
+        init_lora_weights=peft_init_value(spec.scheme),
+    )
+    model = get_peft_model(model, config)
+    record = apply_init(model, spec)
+    for name, param in model.named_parameters():
+        frozen_head = lora_args.freeze_head_dense and ".modules_to_save." in name and ".dense." in name
+        frozen_a = lora_args.freeze_lora_A and ("lora_A." in name or "lora_embedding_A." in name)
+        if frozen_head or frozen_a:
+            param.requires_grad_(False)
+    return model, record
+
+
+def trainable_summary(model: torch.nn.Module) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"

@@ -1,0 +1,131 @@
+"""What a run leaves behind: its resolved config and a metrics file kept current, so nothing is lost if it dies.
+
+``run_config.json`` — every setting, the init record, the LoRA+ groups, library versions, the command line.
+``metrics.json`` — ``status`` (running, done, diverged, failed), every evaluation, the final and best ones; rewritten
+atomically after each evaluation. ``pandas.DataFrame(json.load(f)["evaluations"])`` gives the learning curve.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "numpy", "scikit-learn", "scipy")
+
+
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True)
+    return done.stdout.strip() or None
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(payload, indent=2, default=str, allow_nan=True) + "\n")
+    os.replace(partial, path)
+
+
+def resolved_config(sections: dict, extra: dict) -> dict:
+    """The run's full configuration: each argument dataclass as a dict, plus provenance."""
+    config = {
+        name: (obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)) for name, obj in sections.items()
+    }
+    return {
+        **config,
+        **extra,
+        "command": sys.argv,
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+class RunRecorder:
+    """Keeps ``metrics.json`` current. ``primary_metric`` (without the eval_ prefix) decides the best evaluation.
+    Only an `enabled` recorder (the main process) writes files."""
+
+    def __init__(self, output_dir: str, primary_metric: str, enabled: bool = True):
+        self.dir = Path(output_dir)
+        self.enabled = enabled
+        if enabled:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self.primary_metric = primary_metric
+        self.state = {"status": "running", "evaluations": [], "final": None, "best": None, "diverged_at_step": None}
+        self._started = time.time()
+        self._write()
+
+    def write_config(self, config: dict) -> None:
+        if self.enabled:
+            write_json_atomic(self.dir / "run_config.json", config)
+
+    def add_evaluation(self, metrics: dict, step: int, epoch: float | None) -> None:
+        row = {"step": step, "epoch": epoch, **metrics}
+        self.state["evaluations"].append(row)
+        key = next((k for k in row if k.startswith("eval") and k.endswith(self.primary_metric)), None)
+        best = self.state["best"]
+        if key is not None and (best is None or row[key] > best.get(key, -math.inf)):
+            self.state["best"] = row
+        self._write()
+
+    def finish(self, status: str, final: dict | None = None, **details) -> None:
+        self.state.update(status=status, final=final, wall_time_s=round(time.time() - self._started, 1), **details)
+        self._write()
+
+    def _write(self) -> None:
+        if self.enabled:
+            write_json_atomic(self.dir / "metrics.json", self.state)
+
+
+class RunMonitor(TrainerCallback):
+    """Records evaluations, and stops training as diverged when the loss is NaN/inf or above `loss_threshold`, or a
+    trainable parameter stops being finite."""
+
+    def __init__(self, recorder: RunRecorder, loss_threshold: float):
+        self.recorder = recorder
+        self.loss_threshold = loss_threshold
+        self.diverged_at_step: int | None = None
+        self.reason = ""
+
+    def _diverge(self, step: int, reason: str, control) -> None:
+        if self.diverged_at_step is None:
+            self.diverged_at_step, self.reason = step, reason
+        control.should_training_stop = True
+        control.should_evaluate = False
+        control.should_save = False
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is not None and self.diverged_at_step is None:
+            finite = [p.detach().isfinite().all() for p in model.parameters() if p.requires_grad]
+            if finite and not bool(torch.stack(finite).all()):
+                self._diverge(state.global_step, "non-finite trainable parameter", control)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not (math.isfinite(loss) and loss <= self.loss_threshold):
+            self._diverge(state.global_step, f"training loss {loss} (threshold {self.loss_threshold})", control)
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics:
+            self.recorder.add_evaluation(metrics, state.global_step, state.epoch)
+        return control

@@ -1,0 +1,59 @@
+"""Every config file the project ships parses; --config gives defaults that flags override."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import ClusterConfig
+
+from finetune.arguments import ConfigError, parse_args
+from run_glue import ARGUMENT_TYPES
+
+LAUNCH = Path(__file__).resolve().parents[1] / "launch"
+CONFIGS = sorted(LAUNCH.glob("*.yaml"))
+
+
+def is_accelerate_config(path: Path) -> bool:
+    return "compute_environment" in yaml.safe_load(path.read_text())
+
+
+def test_the_project_ships_configs():
+    assert any(is_accelerate_config(p) for p in CONFIGS) and any(not is_accelerate_config(p) for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_parses(path, tmp_path):
+    text = path.read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert text.startswith("#") and "accelerate launch --config_file" in header  # headed by the command that runs it
+    if is_accelerate_config(path):
+        ClusterConfig(**yaml.safe_load(text))
+        return
+    argv = ["--config", str(path), "--output_dir", str(tmp_path), "--fp16", "false"]  # fp16 needs CUDA here
+    model, lora, data, train = parse_args(ARGUMENT_TYPES, argv)
+    assert model.model_name_or_path and lora.lora_r > 0 and train.learning_rate > 0
+
+
+def test_paper_recipe_settings():
+    model, lora, data, train = parse_args(
+        ARGUMENT_TYPES, ["--config", str(LAUNCH / "roberta_large_glue.yaml"), "--fp16", "false"]
+    )
+    assert (model.model_name_or_path, lora.lora_r, lora.lora_dropout, lora.lora_target_modules) == (
+        "roberta-large",
+        8,
+        0.1,
+        ["query", "value"],
+    )
+    assert (data.max_seq_length, train.per_device_train_batch_size, train.num_train_epochs) == (128, 4, 10)
+    assert (train.lr_scheduler_type.value, train.warmup_steps, train.weight_decay) == ("linear", 0.06, 0.0)
+
+
+def test_flags_override_the_file_and_yaml_numbers_parse(tmp_path):
+    (tmp_path / "run.yaml").write_text("learning_rate: 1e-4\nlora_r: 4\nlora_target_modules: [query, key]\n")
+    _, lora, _, train = parse_args(ARGUMENT_TYPES, ["--config", str(tmp_path / "run.yaml"), "--lora_r", "16"])
+    assert train.learning_rate == 1e-4 and lora.lora_r == 16 and lora.lora_target_modules == ["query", "key"]
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config: file not found"):
+        parse_args(ARGUMENT_TYPES, ["--config", "/no/such.yaml"])
