@@ -36,7 +36,7 @@ from finetune.modeling import (
     trainable_summary,
 )
 from finetune.results import RunMonitor, RunRecorder, resolved_config
-from loraplus import LoraPlusTrainer, describe_param_groups, loraplus_param_groups, param_group_summary
+from loraplus import LoraPlusTrainer, loraplus_param_groups, param_group_summary
 
 ARGUMENT_TYPES = (ModelArguments, LoraArguments, GlueDataArguments, TrainArguments)
 logger = logging.getLogger("run_glue")
@@ -73,7 +73,6 @@ def optimizer_groups_record(model, train_args: TrainArguments) -> dict:
         weight_decay=train_args.weight_decay,
         head_group=train_args.loraplus_head_group,
     )
-    logger.info("LoRA+ groups:\n%s", describe_param_groups(groups))
     return {"optimizer_groups": param_group_summary(groups)}
 
 
@@ -94,7 +93,12 @@ def train_and_record(args: tuple, data, model_path: str) -> int:
     model, init_record = add_lora(model, lora_args, train_args.init_spec(), "SEQ_CLS")
     logger.info("%s; init %s", trainable_summary(model), init_record)
 
-    recorder = RunRecorder(train_args.output_dir, task.primary_metric, enabled=train_args.process_index == 0)
+    recorder = RunRecorder(
+        train_args.output_dir,
+        task.primary_metric,
+        enabled=train_args.process_index == 0,
+        resume=train_args.resume_from_checkpoint is not None,
+    )
     data_record = {"source": data.source, "train": len(data.train), **{k: len(v) for k, v in data.evals.items()}}
     sections = {"model": model_args, "lora": lora_args, "data": data_args, "training": train_args}
     extras = {"model_path": model_path, "init": init_record, "data_sizes": data_record}

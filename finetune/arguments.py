@@ -98,6 +98,9 @@ class TrainArguments(LoraPlusTrainingArguments):
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
     save_strategy: str = field(default="no", metadata={"help": "When to checkpoint: no, steps or epoch."})
     logging_steps: float = field(default=10, metadata={"help": "Log (and check divergence) every N steps."})
+    logging_nan_inf_filter: bool = field(
+        default=False, metadata={"help": "Hide NaN/inf losses from the logs (off: divergence must show)."}
+    )
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:

@@ -125,11 +125,11 @@ def read_data_file(task: GlueTask, path: Path) -> list[Example]:
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             return examples_from_records(task, list(csv.DictReader(f)), str(path))
-    if path.suffix == ".jsonl" or (path.suffix == ".json" and path.read_text()[:1] != "["):
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return examples_from_records(task, rows, str(path))
-    if path.suffix == ".json":
-        return examples_from_records(task, json.loads(path.read_text(encoding="utf-8")), str(path))
+    if path.suffix in (".json", ".jsonl"):
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json" and text.lstrip().startswith("["):
+            return examples_from_records(task, json.loads(text), str(path))
+        return examples_from_records(task, [json.loads(line) for line in text.splitlines() if line.strip()], str(path))
     raise ConfigError(f"{path}: unsupported data file type {path.suffix!r} (use .tsv, .csv, .json or .jsonl)")
 
 

@@ -63,13 +63,17 @@ class RunRecorder:
     """Keeps ``metrics.json`` current. ``primary_metric`` (without the eval_ prefix) decides the best evaluation.
     Only an `enabled` recorder (the main process) writes files."""
 
-    def __init__(self, output_dir: str, primary_metric: str, enabled: bool = True):
+    def __init__(self, output_dir: str, primary_metric: str, enabled: bool = True, resume: bool = False):
         self.dir = Path(output_dir)
         self.enabled = enabled
         if enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
         self.primary_metric = primary_metric
         self.state = {"status": "running", "evaluations": [], "final": None, "best": None, "diverged_at_step": None}
+        earlier = self.dir / "metrics.json"
+        if resume and earlier.is_file():  # a resumed run keeps the evaluations made before it stopped
+            kept = json.loads(earlier.read_text())
+            self.state.update(evaluations=kept.get("evaluations", []), best=kept.get("best"))
         self._started = time.time()
         self._write()
 
@@ -96,8 +100,8 @@ class RunRecorder:
 
 
 class RunMonitor(TrainerCallback):
-    """Records evaluations, and stops training as diverged when the loss is NaN/inf or above `loss_threshold`, or a
-    trainable parameter stops being finite."""
+    """Records evaluations, and stops training as diverged when the logged loss is NaN/inf or above
+    `loss_threshold`, or (checked at logging steps) a trainable parameter stops being finite."""
 
     def __init__(self, recorder: RunRecorder, loss_threshold: float):
         self.recorder = recorder
@@ -113,7 +117,8 @@ class RunMonitor(TrainerCallback):
         control.should_save = False
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if model is not None and self.diverged_at_step is None:
+        at_log_step = state.logging_steps and state.global_step % state.logging_steps == 0
+        if model is not None and self.diverged_at_step is None and at_log_step:
             finite = [p.detach().isfinite().all() for p in model.parameters() if p.requires_grad]
             if finite and not bool(torch.stack(finite).all()):
                 self._diverge(state.global_step, "non-finite trainable parameter", control)

@@ -16,6 +16,7 @@ import run_glue
 from finetune.glue_data import GlueDataArguments, load_task_data
 from finetune.glue_tasks import GLUE_TASKS
 from finetune.metrics import predictions_from_logits, task_metrics
+from finetune.results import RunRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max_steps", "3", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--eval_strategy", "no"]
@@ -97,3 +98,16 @@ def test_accelerate_launch_with_the_cpu_config(tiny_bert_dir, tiny_glue_dir, tmp
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     config = json.loads((tmp_path / "run_config.json").read_text())
     assert metrics["status"] == "done" and config["init"]["scheme"] == "B"
+
+
+def test_recorder_keeps_earlier_evaluations_when_a_run_resumes(tmp_path):
+    first = RunRecorder(str(tmp_path), "accuracy")
+    first.add_evaluation({"eval_accuracy": 0.7}, step=10, epoch=1.0)
+    first.finish("failed", error="KeyboardInterrupt: ")
+    resumed = RunRecorder(str(tmp_path), "accuracy", resume=True)
+    resumed.add_evaluation({"eval_accuracy": 0.6}, step=20, epoch=2.0)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert [e["step"] for e in saved["evaluations"]] == [10, 20] and saved["status"] == "running"
+    assert saved["best"]["step"] == 10
+    fresh = RunRecorder(str(tmp_path), "accuracy")
+    assert fresh.state["evaluations"] == []
