@@ -36,7 +36,7 @@ from finetune.modeling import (
     trainable_summary,
 )
 from finetune.results import RunMonitor, RunRecorder, resolved_config
-from loraplus import LoraPlusTrainer, loraplus_param_groups, param_group_summary
+from loraplus import LoraPlusTrainer, param_group_summary
 
 ARGUMENT_TYPES = (ModelArguments, LoraArguments, GlueDataArguments, TrainArguments)
 logger = logging.getLogger("run_glue")
@@ -65,15 +65,7 @@ def prepare(argv: list[str]):
 def optimizer_groups_record(model, train_args: TrainArguments) -> dict:
     if train_args.loraplus_lr_ratio is None:
         return {"optimizer_groups": "Trainer default: one learning rate for all trainable parameters"}
-    groups = loraplus_param_groups(
-        model,
-        lr=train_args.learning_rate,
-        loraplus_lr_ratio=train_args.loraplus_lr_ratio,
-        loraplus_lr_embedding=train_args.loraplus_lr_embedding,
-        weight_decay=train_args.weight_decay,
-        head_group=train_args.loraplus_head_group,
-    )
-    return {"optimizer_groups": param_group_summary(groups)}
+    return {"optimizer_groups": param_group_summary(train_args.loraplus_groups(model))}
 
 
 def final_evaluation(trainer, recorder: RunRecorder) -> dict:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from transformers import Trainer, TrainingArguments
 
-from loraplus.groups import DEFAULT_LR_EMBEDDING, create_loraplus_optimizer, describe_param_groups
+from loraplus.groups import DEFAULT_LR_EMBEDDING, describe_param_groups, loraplus_param_groups
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,17 @@ class LoraPlusTrainingArguments(TrainingArguments):
             raise ValueError(f"loraplus_lr_embedding: must be > 0, got {self.loraplus_lr_embedding}")
         super().__post_init__()
 
+    def loraplus_groups(self, model) -> list[dict]:
+        """The LoRA+ parameter groups these arguments give `model` (requires `loraplus_lr_ratio`)."""
+        return loraplus_param_groups(
+            model,
+            lr=self.learning_rate,
+            loraplus_lr_ratio=self.loraplus_lr_ratio,
+            loraplus_lr_embedding=self.loraplus_lr_embedding,
+            weight_decay=self.weight_decay,
+            head_group=self.loraplus_head_group,
+        )
+
 
 class LoraPlusTrainer(Trainer):
     """`transformers.Trainer` with LoRA+ parameter groups (see `loraplus.groups`); nothing else is changed."""
@@ -43,16 +54,10 @@ class LoraPlusTrainer(Trainer):
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "weight_decay")}
-        self.optimizer = create_loraplus_optimizer(
-            opt_model,
-            optimizer_cls,
-            lr=self.args.learning_rate,
-            loraplus_lr_ratio=ratio,
-            loraplus_lr_embedding=self.args.loraplus_lr_embedding,
-            weight_decay=self.args.weight_decay,
-            loraplus_head_group=self.args.loraplus_head_group,
-            **optimizer_kwargs,
+        kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "weight_decay")}
+        groups = self.args.loraplus_groups(opt_model)
+        self.optimizer = optimizer_cls(
+            groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay, **kwargs
         )
         logger.info(
             "LoRA+ optimizer groups (ratio %g):\n%s", ratio, describe_param_groups(self.optimizer.param_groups)
