@@ -103,6 +103,9 @@ def main(argv: list[str]) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows, curves = finished_widths(args, output_dir)
+    if not rows:  # tables from other settings must not be mistaken for this run's if it dies before a width ends
+        for name in (RESULTS, CURVES):
+            (output_dir / name).unlink(missing_ok=True)
     extra = {"settings": args.settings(), "learning_rates": args.learning_rates()}
     write_json_atomic(output_dir / "run_config.json", resolved_config({"toy": args}, extra))
     table, curves = sweep(args, output_dir, rows, curves)

@@ -131,6 +131,22 @@ def test_run_writes_tables_and_figures_and_resumes(tmp_path, capsys):
     pd.testing.assert_frame_equal(again[again["width"] < 64].reset_index(drop=True), first)
 
 
+def test_tables_from_other_settings_are_not_resumed(tmp_path, monkeypatch):
+    argv = ["--widths", "16", "--lrs", "1e-2", "--seeds", "0", "--n_train", "16", "--output_dir", str(tmp_path),
+            "--figures", "false"]  # fmt: skip
+    assert run_toy.main([*argv, "--steps", "10"]) == 0
+    assert run_toy.finished_widths(run_toy.ToyArguments(widths=[16], lrs=[1e-2], seeds=[0], n_train=16, steps=10,
+                                                        output_dir=str(tmp_path)), tmp_path)[0]  # fmt: skip
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_toy, "train_width", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_toy.main([*argv, "--steps", "20"])
+    assert not (tmp_path / "results.csv").exists(), "the steps=10 table would be resumed as if it were steps=20"
+
+
 @pytest.mark.parametrize(
     "argv, field",
     [
