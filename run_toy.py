@@ -18,18 +18,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from finetune.arguments import ConfigError, parse_args
-from finetune.results import resolved_config, write_json_atomic
+from finetune.results import resolved_config, write_csv_atomic, write_json_atomic
 from toy import analysis, figures
 from toy.arguments import ToyArguments
 from toy.train import Student, train_width
 
 RESULTS, CURVES = "results.csv", "curves.csv"
-
-
-def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    partial = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(partial, index=False)
-    partial.replace(path)
 
 
 def finished_widths(args: ToyArguments, output_dir: Path) -> tuple[list[dict], list[dict]]:
