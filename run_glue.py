@@ -11,7 +11,6 @@ The output directory gets run_config.json (every setting, the init record, LoRA+
 
 import logging
 import sys
-from pathlib import Path
 
 from transformers import DataCollatorWithPadding, set_seed
 
@@ -29,24 +28,18 @@ from finetune.metrics import trainer_metrics_fn
 from finetune.modeling import (
     add_lora,
     check_lora_shapes,
+    load_config,
     load_sequence_classifier,
     load_tokenizer,
     quantization_config,
     resolve_model_path,
     trainable_summary,
 )
-from finetune.results import RunMonitor, RunRecorder, resolved_config
-from loraplus import LoraPlusTrainer, param_group_summary
+from finetune.results import RunMonitor, RunRecorder, resolved_config, train_and_finish
+from loraplus import LoraPlusTrainer
 
 ARGUMENT_TYPES = (ModelArguments, LoraArguments, GlueDataArguments, TrainArguments)
 logger = logging.getLogger("run_glue")
-
-
-def default_output_dir(model_args: ModelArguments, data_args: GlueDataArguments, train_args: TrainArguments) -> str:
-    model = Path(model_args.model_name_or_path.split(":")[-1]).name
-    ratio = train_args.loraplus_lr_ratio or 1
-    run = f"{model}_init{train_args.lora_init}_lr{train_args.learning_rate:g}_ratio{ratio:g}_seed{train_args.seed}"
-    return str(Path("outputs") / data_args.task_name / run)
 
 
 def prepare(argv: list[str]):
@@ -56,16 +49,9 @@ def prepare(argv: list[str]):
     quantization_config(model_args)
     data = load_task_data(data_args)
     model_path = resolve_model_path(model_args.model_name_or_path)
-    check_lora_shapes(model_path, lora_args, data_args.task.num_labels, model_args.cache_dir)
-    if train_args.output_dir_defaulted:
-        train_args.output_dir = default_output_dir(model_args, data_args, train_args)
+    check_lora_shapes(load_config(model_path, model_args, num_labels=data_args.task.num_labels), lora_args)
+    train_args.fill_default_output_dir(model_args.model_name_or_path, data_args.task_name)
     return (model_args, lora_args, data_args, train_args), data, model_path
-
-
-def optimizer_groups_record(model, train_args: TrainArguments) -> dict:
-    if train_args.loraplus_lr_ratio is None:
-        return {"optimizer_groups": "Trainer default: one learning rate for all trainable parameters"}
-    return {"optimizer_groups": param_group_summary(train_args.loraplus_groups(model))}
 
 
 def final_evaluation(trainer, recorder: RunRecorder) -> dict:
@@ -94,7 +80,7 @@ def train_and_record(args: tuple, data, model_path: str) -> int:
     data_record = {"source": data.source, "train": len(data.train), **{k: len(v) for k, v in data.evals.items()}}
     sections = {"model": model_args, "lora": lora_args, "data": data_args, "training": train_args}
     extras = {"model_path": model_path, "init": init_record, "data_sizes": data_record}
-    recorder.write_config(resolved_config(sections, {**extras, **optimizer_groups_record(model, train_args)}))
+    recorder.write_config(resolved_config(sections, {**extras, **train_args.optimizer_groups_record(model)}))
 
     evals = {name: EncodedDataset(ex, tokenizer, data_args.max_seq_length, True) for name, ex in data.evals.items()}
     monitor = RunMonitor(recorder, train_args.divergence_loss_threshold)
@@ -108,18 +94,9 @@ def train_and_record(args: tuple, data, model_path: str) -> int:
         compute_metrics=trainer_metrics_fn(task),
         callbacks=[monitor],
     )
-    try:
-        trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
-        if monitor.diverged_at_step is not None:
-            recorder.finish("diverged", diverged_at_step=monitor.diverged_at_step, reason=monitor.reason)
-            logger.warning("diverged at step %d: %s", monitor.diverged_at_step, monitor.reason)
-            return 0
-        final = final_evaluation(trainer, recorder)
-        trainer.save_model(train_args.output_dir)
-    except BaseException as err:
-        recorder.finish("failed", error=f"{type(err).__name__}: {err}")
-        raise
-    recorder.finish("done", final=final)
+    final = train_and_finish(trainer, recorder, monitor, lambda: final_evaluation(trainer, recorder))
+    if final is None:
+        return 0
     scores = ", ".join(f"{k}={v:.4f}" for k, v in final.items() if k.startswith("eval_") and k.endswith(task.metrics))
     print(f"done: {scores} -> {train_args.output_dir}")
     return 0

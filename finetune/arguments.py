@@ -1,6 +1,7 @@
 """Argument dataclasses shared by the runners, and `--config file.yaml` parsing (file gives defaults, flags win)."""
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from init_schemes import InitSpec
 from loraplus import LoraPlusTrainingArguments
 
 EMBEDDED_ENCODER = "embedded:all-MiniLM-L6-v2"
+EMBEDDED_CAUSAL_LM = "embedded:SmolLM2-135M-Instruct"
+TORCH_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 class ConfigError(ValueError):
@@ -33,6 +36,13 @@ class ModelArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "Where hub downloads are cached."})
     load_in_4bit: bool = field(default=False, metadata={"help": "Quantize the frozen base to 4-bit NF4 (CUDA)."})
     load_in_8bit: bool = field(default=False, metadata={"help": "Quantize the frozen base to 8-bit (CUDA)."})
+    gguf_file: str | None = field(
+        default=None, metadata={"help": "A GGUF file inside model_name_or_path to load (dequantized; needs gguf)."}
+    )
+    torch_dtype: str = field(
+        default="float32",
+        metadata={"help": f"dtype of the frozen base's weights: {', '.join(TORCH_DTYPES)} (auto: the checkpoint's)."},
+    )
 
     def __post_init__(self) -> None:
         if self.load_in_4bit and self.load_in_8bit:
@@ -40,6 +50,14 @@ class ModelArguments:
         for flag in ("load_in_4bit", "load_in_8bit"):
             if getattr(self, flag):
                 _require_cuda(flag)
+        if self.torch_dtype not in TORCH_DTYPES:
+            raise ConfigError(f"torch_dtype: must be one of {', '.join(TORCH_DTYPES)}, got {self.torch_dtype!r}")
+        if self.gguf_file and importlib.util.find_spec("gguf") is None:
+            raise ConfigError(f"gguf_file: reading {self.gguf_file} needs the gguf package (pip install gguf)")
+
+    @property
+    def dtype(self) -> torch.dtype | str:
+        return self.torch_dtype if self.torch_dtype == "auto" else getattr(torch, self.torch_dtype)
 
 
 @dataclass
@@ -114,8 +132,18 @@ class TrainArguments(LoraPlusTrainingArguments):
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.output_dir_defaulted = self.output_dir is None
+        if self.gradient_checkpointing_kwargs is None:  # reentrant checkpointing drops LoRA gradients of frozen inputs
+            self.gradient_checkpointing_kwargs = {"use_reentrant": False}
         self.dataloader_pin_memory = self.dataloader_pin_memory and torch.cuda.is_available()
         super().__post_init__()
+
+    def fill_default_output_dir(self, model_name_or_path: str, task_name: str) -> None:
+        """outputs/<task>/<model>_init<A|B>_lr<lr>_ratio<r>_seed<s>, unless an output_dir was given."""
+        if self.output_dir_defaulted:
+            model = Path(model_name_or_path.split(":")[-1]).name
+            ratio = self.loraplus_lr_ratio or 1
+            run = f"{model}_init{self.lora_init}_lr{self.learning_rate:g}_ratio{ratio:g}_seed{self.seed}"
+            self.output_dir = str(Path("outputs") / task_name / run)
 
     def init_spec(self) -> InitSpec:
         return InitSpec(self.lora_init, self.lora_init_distribution, self.lora_init_scale, self.seed)

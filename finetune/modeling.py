@@ -4,19 +4,39 @@ import importlib.util
 import logging
 
 import torch
+from accelerate import PartialState
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from finetune.arguments import EMBEDDED_ENCODER, ConfigError, LoraArguments, ModelArguments
-from finetune.embedded import embedded_encoder_dir
+from finetune.arguments import EMBEDDED_CAUSAL_LM, EMBEDDED_ENCODER, ConfigError, LoraArguments, ModelArguments
+from finetune.embedded import embedded_causal_lm_dir, embedded_encoder_dir
 from init_schemes import InitSpec, apply_init, peft_init_value
 
 logger = logging.getLogger(__name__)
 
 
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """A hub id or local path as given; the embedded encoder's name becomes its local folder (fetched once)."""
-    return str(embedded_encoder_dir()) if name_or_path == EMBEDDED_ENCODER else name_or_path
+    """A hub id or local path as given; an embedded model's name becomes its local folder (fetched once)."""
+    embedded = {EMBEDDED_ENCODER: embedded_encoder_dir, EMBEDDED_CAUSAL_LM: embedded_causal_lm_dir}
+    return str(embedded[name_or_path]()) if name_or_path in embedded else name_or_path
+
+
+def load_config(model_path: str, model_args: ModelArguments, **overrides):
+    """The model's config alone (no weights), from a folder, the hub, or a GGUF file's metadata."""
+    return AutoConfig.from_pretrained(
+        model_path, cache_dir=model_args.cache_dir, gguf_file=model_args.gguf_file, **overrides
+    )
+
+
+def check_context(config, lengths: dict[str, int]) -> None:
+    """Each named sequence length must fit the model's context (the config's position limit)."""
+    key = next((k for k in CONTEXT_KEYS if getattr(config, k, None)), None)
+    for name, length in lengths.items():
+        if key is not None and length > getattr(config, key):
+            raise ConfigError(f"{name}: {length} tokens is above the model's context ({key} = {getattr(config, key)})")
 
 
 def quantization_config(model_args: ModelArguments):
@@ -45,16 +65,14 @@ def _targets(model: torch.nn.Module, target_names: list[str]):
             yield name, module
 
 
-def check_lora_shapes(
-    model_path: str, lora_args: LoraArguments, num_labels: int, cache_dir: str | None = None
-) -> None:
+def check_lora_shapes(config, lora_args: LoraArguments, auto_class=AutoModelForSequenceClassification) -> None:
     """Check targets and rank against the architecture, built on the meta device (config only, no weights)."""
-    config = AutoConfig.from_pretrained(model_path, num_labels=num_labels, cache_dir=cache_dir)
     with torch.device("meta"):
-        skeleton = AutoModelForSequenceClassification.from_config(config)
+        skeleton = auto_class.from_config(config)
     found = list(_targets(skeleton, lora_args.lora_target_modules))
     if not found:
-        raise ConfigError(f"lora_target_modules: no module named {lora_args.lora_target_modules} in {model_path}")
+        where = config.name_or_path or config.model_type
+        raise ConfigError(f"lora_target_modules: no module named {lora_args.lora_target_modules} in {where}")
     for name, module in found:
         weight = getattr(module, "weight", None)
         if weight is not None and weight.ndim >= 2 and lora_args.lora_r > min(weight.shape[0], weight[0].numel()):
@@ -70,15 +88,42 @@ def load_tokenizer(model_path: str, model_args: ModelArguments):
 
 
 def load_sequence_classifier(model_path: str, num_labels: int, model_args: ModelArguments, pad_token_id: int):
-    quant = quantization_config(model_args)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_path, num_labels=num_labels, cache_dir=model_args.cache_dir, quantization_config=quant
-    )
+    model = _load(AutoModelForSequenceClassification, model_path, model_args, num_labels=num_labels)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
-    if quant is not None:
-        model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model
+    return _prepare_quantized(model, gradient_checkpointing=True)
+
+
+def load_causal_lm(model_path: str, model_args: ModelArguments, gradient_checkpointing: bool):
+    """A causal LM for LoRA training; a quantized one is prepared for k-bit training (norms in fp32, inputs that
+    carry gradients, non-reentrant checkpointing when asked for)."""
+    model = _load(AutoModelForCausalLM, model_path, model_args)
+    model.config.use_cache = False  # training; generation turns the cache on for itself
+    return _prepare_quantized(model, gradient_checkpointing)
+
+
+def _load(auto_class, model_path: str, model_args: ModelArguments, **kwargs):
+    quant = quantization_config(model_args)
+    placement = {"device_map": {"": PartialState().local_process_index}} if quant is not None else {}
+    return auto_class.from_pretrained(
+        model_path,
+        cache_dir=model_args.cache_dir,
+        gguf_file=model_args.gguf_file,
+        dtype=model_args.dtype,
+        quantization_config=quant,
+        **placement,
+        **kwargs,
+    )
+
+
+def _prepare_quantized(model, gradient_checkpointing: bool):
+    if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return model
+    return prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
 
 
 def add_lora(model: torch.nn.Module, lora_args: LoraArguments, spec: InitSpec, task_type: str) -> tuple:

@@ -7,6 +7,7 @@ atomically after each evaluation. ``pandas.DataFrame(json.load(f)["evaluations"]
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+logger = logging.getLogger(__name__)
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "numpy", "scikit-learn", "scipy")
 
 
@@ -70,15 +72,23 @@ def resolved_config(sections: dict, extra: dict) -> dict:
 
 
 class RunRecorder:
-    """Keeps ``metrics.json`` current. ``primary_metric`` (without the eval_ prefix) decides the best evaluation.
-    Only an `enabled` recorder (the main process) writes files."""
+    """Keeps ``metrics.json`` current. ``primary_metric`` (without the eval_ prefix) decides the best evaluation:
+    the highest, or the lowest when not `greater_is_better`. Only an `enabled` recorder (the main process) writes."""
 
-    def __init__(self, output_dir: str, primary_metric: str, enabled: bool = True, resume: bool = False):
+    def __init__(
+        self,
+        output_dir: str,
+        primary_metric: str,
+        enabled: bool = True,
+        resume: bool = False,
+        greater_is_better: bool = True,
+    ):
         self.dir = Path(output_dir)
         self.enabled = enabled
         if enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
         self.primary_metric = primary_metric
+        self.sign = 1 if greater_is_better else -1
         self.state = {"status": "running", "evaluations": [], "final": None, "best": None, "diverged_at_step": None}
         earlier = self.dir / "metrics.json"
         if resume and earlier.is_file():  # a resumed run keeps the evaluations made before it stopped
@@ -96,8 +106,15 @@ class RunRecorder:
         self.state["evaluations"].append(row)
         key = next((k for k in row if k.startswith("eval") and k.endswith(self.primary_metric)), None)
         best = self.state["best"]
-        if key is not None and (best is None or row[key] > best.get(key, -math.inf)):
+        if key is not None and (
+            best is None or self.sign * row[key] > self.sign * best.get(key, -self.sign * math.inf)
+        ):
             self.state["best"] = row
+        self._write()
+
+    def record(self, key: str, value) -> None:
+        """Keep `value` under `key` in metrics.json (e.g. the evaluation before training)."""
+        self.state[key] = value
         self._write()
 
     def finish(self, status: str, final: dict | None = None, **details) -> None:
@@ -144,3 +161,22 @@ class RunMonitor(TrainerCallback):
         if metrics:
             self.recorder.add_evaluation(metrics, state.global_step, state.epoch)
         return control
+
+
+def train_and_finish(trainer, recorder: RunRecorder, monitor: RunMonitor, final_metrics) -> dict | None:
+    """Train, then record the outcome: ``diverged`` (returns None), ``done`` with `final_metrics()` and the adapter
+    saved, or ``failed`` with the error (re-raised), so metrics.json never stays ``running`` after the process."""
+    args = trainer.args
+    try:
+        trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+        if monitor.diverged_at_step is not None:
+            recorder.finish("diverged", diverged_at_step=monitor.diverged_at_step, reason=monitor.reason)
+            logger.warning("diverged at step %d: %s", monitor.diverged_at_step, monitor.reason)
+            return None
+        final = final_metrics()
+        trainer.save_model(args.output_dir)
+    except BaseException as err:
+        recorder.finish("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    recorder.finish("done", final=final)
+    return final

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from transformers import Trainer, TrainingArguments
 
-from loraplus.groups import DEFAULT_LR_EMBEDDING, describe_param_groups, loraplus_param_groups
+from loraplus.groups import DEFAULT_LR_EMBEDDING, describe_param_groups, loraplus_param_groups, param_group_summary
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ class LoraPlusTrainingArguments(TrainingArguments):
             weight_decay=self.weight_decay,
             head_group=self.loraplus_head_group,
         )
+
+    def optimizer_groups_record(self, model) -> dict:
+        """The optimizer groups for the run's resolved config."""
+        if self.loraplus_lr_ratio is None:
+            return {"optimizer_groups": "Trainer default: one learning rate for all trainable parameters"}
+        return {"optimizer_groups": param_group_summary(self.loraplus_groups(model))}
 
 
 class LoraPlusTrainer(Trainer):

@@ -1,14 +1,27 @@
 """Shared fixtures: tiny random models saved as HF folders, and tiny GLUE-layout TSV folders written by the tests."""
 
+import json
 import os
+import string
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from tokenizers import Tokenizer, decoders
+from tokenizers.models import BPE
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_GLUE = SHARED_DATA / "glue"
+SHARED_LM = SHARED_DATA / "lm"
 WORDS = "good bad great awful fine poor movie film plot actor story dull bright sad happy a the is was not".split()
 
 
@@ -106,3 +119,67 @@ def tiny_glue_dir(tmp_path_factory) -> Path:
             count = 24 if split == "train" else 12
             write_tsv(root / folder / f"{split}.tsv", header, [make_row(i, str(i % 2)) for i in range(count)])
     return root
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per printable ASCII character (a BPE with no merges), with <s>, </s>, <pad> and <unk>."""
+    chars = ["<pad>", "<s>", "</s>", "<unk>", *string.ascii_letters, *string.digits, *string.punctuation, " ", "\n"]
+    model = Tokenizer(BPE(vocab={c: i for i, c in enumerate(chars)}, merges=[], unk_token="<unk>"))
+    model.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def tiny_llama_config(vocab_size: int) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.3,  # frozen lm_head rows large enough that LoRA can move the logits far
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide Llama with a character tokenizer, saved like a hub checkpoint."""
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = char_tokenizer()
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(len(tokenizer))).save_pretrained(folder)
+    return folder
+
+
+def verse(i: int) -> str:
+    return f"{sentence(i, 6)}, {sentence(i + 1, 4)}.\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_dir(tmp_path_factory) -> Path:
+    """Ten .txt documents of 40 short lines each, for plain-text LM tasks."""
+    folder = tmp_path_factory.mktemp("corpus")
+    for doc in range(10):
+        (folder / f"doc{doc}.txt").write_text("".join(verse(doc * 40 + i) for i in range(40)))
+    return folder
+
+
+def gsm8k_row(i: int) -> dict:
+    a, b = i % 7 + 1, i % 5 + 2
+    return {"question": f"Tom has {a} apples and buys {b} more. How many?", "answer": f"{a}+{b}={a + b}\n#### {a + b}"}
+
+
+@pytest.fixture(scope="session")
+def tiny_gsm8k_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("gsm8k")
+    for split, count in (("train", 24), ("test", 6)):
+        rows = [gsm8k_row(i + (100 if split == "test" else 0)) for i in range(count)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder

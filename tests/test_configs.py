@@ -6,8 +6,21 @@ import pytest
 import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 
+import run_glue
+import run_llm
 from finetune.arguments import ConfigError, parse_args
-from run_glue import ARGUMENT_TYPES
+
+ARGUMENT_TYPES = run_glue.ARGUMENT_TYPES
+GPU_ONLY = [
+    "--fp16",
+    "false",
+    "--bf16",
+    "false",
+    "--load_in_4bit",
+    "false",
+    "--load_in_8bit",
+    "false",
+]  # these need CUDA here
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch"
 CONFIGS = sorted(LAUNCH.glob("*.yaml"))
@@ -29,9 +42,35 @@ def test_config_parses(path, tmp_path):
     if is_accelerate_config(path):
         ClusterConfig(**yaml.safe_load(text))
         return
-    argv = ["--config", str(path), "--output_dir", str(tmp_path), "--fp16", "false"]  # fp16 needs CUDA here
-    model, lora, data, train = parse_args(ARGUMENT_TYPES, argv)
+    runner = run_llm if "run_llm.py" in header else run_glue
+    assert f"{runner.__name__}.py --config launch/{path.name}" in header.replace("\\\n#", "")
+    argv = ["--config", str(path), "--output_dir", str(tmp_path), *GPU_ONLY]
+    if yaml.safe_load(text).get("task_name") == "instruct":
+        (tmp_path / "flan.jsonl").write_text('{"prompt": "Q", "response": "A"}\n')
+        argv += ["--train_file", str(tmp_path / "flan.jsonl")]
+    model, lora, data, train = parse_args(runner.ARGUMENT_TYPES, argv)
     assert model.model_name_or_path and lora.lora_r > 0 and train.learning_rate > 0
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if is_accelerate_config(p)], ids=lambda p: p.name)
+def test_accelerate_config_headers_name_a_shipped_recipe(path):
+    header = path.read_text().split("\ncompute_environment")[0]
+    for recipe in (word for word in header.split() if word.startswith("launch/") and word != f"launch/{path.name}"):
+        assert (LAUNCH.parent / recipe).is_file(), recipe
+
+
+def test_quantized_recipe_settings():
+    model, lora, data, train = parse_args(
+        run_llm.ARGUMENT_TYPES, ["--config", str(LAUNCH / "llama7b_4bit_gsm8k.yaml"), *GPU_ONLY]
+    )
+    assert (model.torch_dtype, data.task_name, train.gradient_checkpointing, train.optim.value) == (
+        "bfloat16",
+        "gsm8k",
+        True,
+        "paged_adamw_8bit",
+    )
+    assert train.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert lora.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def test_paper_recipe_settings():

@@ -1,11 +1,18 @@
-"""GPU-only paths (fp16 training on CUDA); skipped on machines without CUDA, such as CI."""
+"""GPU-only paths (fp16 training, 4-bit and 8-bit bases on CUDA); skipped on machines without CUDA, such as CI."""
 
+import importlib.util
 import json
 
 import pytest
 import torch
 
 import run_glue
+import run_llm
+from finetune.arguments import ModelArguments
+from finetune.lm_arguments import LlmLoraArguments
+from finetune.modeling import add_lora, load_causal_lm
+from init_schemes import InitSpec
+from loraplus.groups import assert_partition, loraplus_param_groups
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -16,3 +23,41 @@ def test_fp16_run_on_cuda(scheme, tiny_bert_dir, tiny_glue_dir, tmp_path):
     argv += ["--output_dir", str(tmp_path), "--max_steps", "3", "--fp16", "true", "--lora_init", scheme]
     assert run_glue.main(argv) == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "done"
+
+
+needs_bitsandbytes = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
+
+
+def quantized_tiny_llama(tiny_llama_dir, flag: str = "load_in_4bit"):
+    model_args = ModelArguments(model_name_or_path=str(tiny_llama_dir), torch_dtype="bfloat16", **{flag: True})
+    return load_causal_lm(str(tiny_llama_dir), model_args, gradient_checkpointing=True)
+
+
+@needs_bitsandbytes
+@pytest.mark.parametrize("scheme", ["A", "B"])
+def test_init_contract_and_loraplus_groups_on_a_4bit_base(scheme, tiny_llama_dir):
+    import bitsandbytes as bnb
+
+    model = quantized_tiny_llama(tiny_llama_dir)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    ids = torch.randint(4, 90, (2, 16), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    lora_args = LlmLoraArguments(lora_r=4, lora_dropout=0.0)
+    model, record = add_lora(model, lora_args, InitSpec(scheme, seed=1), "CAUSAL_LM")
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, expected)  # BA = 0 on the quantized base too
+    assert record["random_factor"] == scheme and record["num_lora_layers"] == 14
+    assert_partition(model, loraplus_param_groups(model, lr=1e-3, loraplus_lr_ratio=16))
+
+
+@needs_bitsandbytes
+@pytest.mark.parametrize("flag, extra", [("load_in_4bit", ["--loraplus_lr_ratio", "16"]), ("load_in_8bit", [])])
+def test_quantized_run_lowers_perplexity(flag, extra, tiny_llama_dir, tiny_corpus_dir, tmp_path):
+    argv = ["--model_name_or_path", str(tiny_llama_dir), "--task_name", "text", "--data_dir", str(tiny_corpus_dir)]
+    argv += ["--output_dir", str(tmp_path), f"--{flag}", "true", "--torch_dtype", "bfloat16", "--bf16", "true"]
+    argv += ["--gradient_checkpointing", "true", "--optim", "paged_adamw_8bit", "--block_size", "64"]
+    argv += ["--max_steps", "60", "--learning_rate", "5e-2", "--max_eval_samples", "0", "--lora_dropout", "0", *extra]
+    assert run_llm.main(argv) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "done" and metrics["final"]["perplexity"] < 0.9 * metrics["before"]["perplexity"]
