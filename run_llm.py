@@ -53,6 +53,10 @@ def prepare(argv: list[str]):
     check_lora_shapes(config, lora_args, AutoModelForCausalLM)
     tokenizer = load_tokenizer(model_path, model_args)
     encoded = encode_task(data, tokenizer, data_args)
+    if train_args.eval_strategy != "no" and encoded.heldout is None:
+        raise ConfigError(
+            f"eval_strategy: task {data_args.task_name} has no held-out text to evaluate during training"
+        )
     train_args.fill_default_output_dir(model_args.model_name_or_path, data_args.task_name)
     return (model_args, lora_args, data_args, train_args), data, encoded, tokenizer, model_path
 

@@ -45,16 +45,17 @@ class BlockDataset(torch.utils.data.Dataset):
 
 class SftDataset(torch.utils.data.Dataset):
     """Prompt → response examples, each truncated to `max_length` tokens; only response tokens (and the closing EOS)
-    carry labels."""
+    carry labels. Prompt and response are tokenized as one text (as the model reads them at generation time), and
+    the prompt's own token count marks where the labels begin."""
 
     def __init__(self, examples: list, tokenizer, max_length: int):
         prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
-        responses = tokenizer([e.response for e in examples], add_special_tokens=False)["input_ids"]
+        full = tokenizer([e.prompt + e.response for e in examples], add_special_tokens=True)["input_ids"]
         self.items = []
-        for prompt, response in zip(prompts, responses, strict=True):
-            ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
-            labels = ([IGNORE] * len(prompt) + response + [tokenizer.eos_token_id])[:max_length]
-            self.items.append((ids, labels))
+        for prompt, ids in zip(prompts, full, strict=True):
+            ids = ids + [tokenizer.eos_token_id]
+            labels = [IGNORE] * len(prompt) + ids[len(prompt) :]
+            self.items.append((ids[:max_length], labels[:max_length]))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -10,7 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import run_llm
 from finetune.arguments import LoraArguments
-from finetune.lm_encoding import BlockDataset, PadCollator, pack_blocks
+from finetune.lm_data import SftExample
+from finetune.lm_encoding import BlockDataset, PadCollator, SftDataset, pack_blocks
 from finetune.lm_eval import perplexity
 from finetune.modeling import add_lora
 from init_schemes import InitSpec
@@ -89,6 +90,17 @@ def test_blocks_cover_the_token_stream_with_eos_between_documents(tiny_llama_dir
     assert tokenizer.decode(blocks.flatten()) == "ab\ncd</s>ef"
     assert blocks[1, 1] == tokenizer.eos_token_id
     assert torch.equal(BlockDataset(blocks)[1]["labels"], blocks[1])
+
+
+def test_sft_labels_cover_the_response_and_eos_only(tiny_llama_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    examples = [SftExample("Question: 2+3?\nAnswer:", " 2+3=5\n#### 5"), SftExample("Hi", " there")]
+    dataset = SftDataset(examples, tokenizer, max_length=64)
+    for item, example in zip(dataset, examples, strict=True):
+        labelled = [t for t in item["labels"] if t != -100]
+        assert tokenizer.decode(labelled) == example.response + "</s>"
+        assert tokenizer.decode(item["input_ids"]) == example.prompt + example.response + "</s>"
+    assert len(SftDataset(examples[:1], tokenizer, max_length=10)[0]["input_ids"]) == 10
 
 
 @pytest.mark.parametrize("scheme, random_name, zero_name", [("A", "lora_A", "lora_B"), ("B", "lora_B", "lora_A")])
