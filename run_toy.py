@@ -18,7 +18,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from finetune.arguments import ConfigError, parse_args
-from finetune.results import resolved_config, write_csv_atomic, write_json_atomic
+from finetune.atomic import write_csv_atomic, write_json_atomic
+from finetune.results import resolved_config
 from toy import analysis, figures
 from toy.arguments import ToyArguments
 from toy.train import Student, train_width

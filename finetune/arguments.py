@@ -157,7 +157,8 @@ def check_combination(lora_args: LoraArguments, train_args: TrainArguments) -> N
         )
 
 
-def _yaml_to_argv(values: dict) -> list[str]:
+def settings_to_argv(values: dict) -> list[str]:
+    """Settings as command-line tokens (lists become several values, booleans true/false, None is left out)."""
     argv = []
     for key, value in values.items():
         if value is None:
@@ -178,7 +179,7 @@ def read_config_file(path: str, dataclass_types: tuple) -> list[str]:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"config: unknown key(s) {', '.join(unknown)} in {path}")
-    return _yaml_to_argv(values)
+    return settings_to_argv(values)
 
 
 def parse_args(dataclass_types: tuple, argv: list[str]) -> tuple:

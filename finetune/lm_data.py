@@ -69,7 +69,7 @@ class LmDataArguments:
             raise ConfigError(f"mmlu_shots: must be >= 0, got {self.mmlu_shots}")
         for name in ("data_dir", "train_file", "mmlu_path"):
             path = getattr(self, name)
-            if path is not None and not Path(path).exists():
+            if path is not None and not path.startswith("hub:") and not Path(path).exists():
                 raise ConfigError(f"{name}: missing data file or folder: {path}")
         if self.task_name == "shakespeare" and self.data_dir is not None:
             raise ConfigError("data_dir: task shakespeare reads the embedded plays; use --task_name text for a folder")
@@ -188,10 +188,19 @@ def read_wikitext(args: LmDataArguments) -> LmTaskData:
 PROMPT_KEYS, RESPONSE_KEYS = ("prompt", "inputs", "instruction"), ("response", "targets", "output")
 
 
-def instruct_examples(path: Path) -> list[SftExample]:
-    """Prompt/response pairs; Flan's ``inputs``/``targets`` and Alpaca's ``instruction``/``output`` are accepted."""
+def instruct_examples(source: str) -> list[SftExample]:
+    """Prompt/response pairs from a JSONL file or ``hub:<dataset>`` (its train split); Flan's ``inputs``/``targets``
+    and Alpaca's ``instruction``/``output`` are accepted."""
+    if source.startswith("hub:"):
+        rows = load_hub("instruct", (source.removeprefix("hub:"), None))["train"]
+        if not all(any(k in rows.column_names for k in keys) for keys in (PROMPT_KEYS, RESPONSE_KEYS)):
+            raise ConfigError(
+                f"train_file: {source} lacks prompt/response columns (has: {', '.join(rows.column_names)})"
+            )
+    else:
+        rows = read_jsonl(Path(source), (PROMPT_KEYS, RESPONSE_KEYS), "instruction")
     examples = []
-    for row in read_jsonl(path, (PROMPT_KEYS, RESPONSE_KEYS), "instruction"):
+    for row in rows:
         prompt, response = (str(next(row[k] for k in keys if k in row)) for keys in (PROMPT_KEYS, RESPONSE_KEYS))
         examples.append(SftExample(prompt, " " + response))
     return examples
@@ -227,7 +236,7 @@ def load_hub(task: str, source: tuple[str, str]):
 
         return datasets.load_dataset(*source)
     except Exception as err:  # offline, missing package, or a hub error: one line, with the way out
-        hint = "--mmlu_path" if task == "mmlu" else "--data_dir"
+        hint = {"mmlu": "--mmlu_path", "instruct": "--train_file"}.get(task, "--data_dir")
         raise ConfigError(
             f"task_name: could not load {task} from the hub ({type(err).__name__}); pass {hint} with local files"
         ) from None
@@ -246,7 +255,7 @@ def load_lm_data(args: LmDataArguments) -> LmTaskData:
         data = read_gsm8k(args)
         data.gsm8k = data.heldout = evenly_spaced(data.gsm8k, args.max_eval_samples)
     else:
-        data = LmTaskData(instruct_examples(Path(args.train_file)), source=args.train_file)
+        data = LmTaskData(instruct_examples(args.train_file), source=args.train_file)
         mmlu, data.mmlu_dev = read_mmlu(args)
         data.mmlu = evenly_spaced(mmlu, args.max_eval_samples)
     data.train = data.train[: args.max_train_samples]

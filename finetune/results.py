@@ -9,7 +9,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import platform
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+
+from finetune.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "numpy", "scikit-learn", "scipy")
@@ -38,22 +39,6 @@ def git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True)
     return done.stdout.strip() or None
-
-
-def replace_atomically(path: Path, write) -> None:
-    """Call `write(partial_path)`, then move the result over `path`, so readers never see a half-written file."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(partial)
-    os.replace(partial, path)
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    replace_atomically(path, lambda p: p.write_text(json.dumps(payload, indent=2, default=str, allow_nan=True) + "\n"))
-
-
-def write_csv_atomic(frame, path: Path) -> None:
-    """A pandas DataFrame as CSV (no index), written atomically."""
-    replace_atomically(path, lambda p: frame.to_csv(p, index=False))
 
 
 def resolved_config(sections: dict, extra: dict) -> dict:

@@ -1,0 +1,98 @@
+"""python -m sweeps run|status|report <sweep.yaml>
+
+    python -m sweeps run launch/sweeps/embedded_mini.yaml              # local: CPU workers or one run per GPU
+    python -m sweeps run launch/sweeps/embedded_mini.yaml --dry-run    # validate every point, print the commands
+    python -m sweeps run launch/sweeps/glue_roberta_large.yaml --backend slurm
+    python -m sweeps status launch/sweeps/embedded_mini.yaml           # done / diverged / failed / running / pending
+    python -m sweeps run launch/sweeps/embedded_mini.yaml --retry-failed
+    python -m sweeps report launch/sweeps/embedded_mini.yaml           # summary.csv, best.csv, figures
+
+``run`` is idempotent: finished points are skipped, interrupted ones resume, points another process is running are
+waited for. Exit codes: 0 all points finished (done or diverged), 1 some failed, 2 a bad sweep file or point.
+"""
+
+import argparse
+import signal
+import sys
+
+from finetune.arguments import ConfigError
+from sweeps.local import dry_run, run_local
+from sweeps.report import write_report
+from sweeps.spec import fixed_values, load_sweep, validate
+from sweeps.store import point_status, status_table, write_results
+from sweeps.worker import read_attempts
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["run", "status", "report"])
+    parser.add_argument("sweep", help="the sweep YAML file")
+    parser.add_argument("--dry-run", action="store_true", help="run: validate and print the commands only")
+    parser.add_argument("--backend", choices=["local", "slurm"], default="local", help="run: where runs go")
+    parser.add_argument("--workers", type=int, default=None, help="run, local: CPU workers (default: the file's)")
+    parser.add_argument("--retry-failed", action="store_true", help="run: run failed points again")
+    parser.add_argument("--no-wait", action="store_true", help="run, slurm: submit and return")
+    return parser.parse_args(argv)
+
+
+def forget_failures(points) -> int:
+    """Mark failed points' last attempt as interrupted so they run again; returns how many."""
+    from finetune.atomic import write_json_atomic
+
+    count = 0
+    for point in points:
+        if point_status(point) == "failed":
+            attempts = read_attempts(point.run_dir)
+            attempts[-1]["interrupted"] = "retry requested"
+            write_json_atomic(point.run_dir / "attempts.json", attempts)
+            count += 1
+    return count
+
+
+def run(sweep, points, args) -> int:
+    if args.dry_run:
+        print(dry_run(points))
+        print(f"{len(points)} points valid", file=sys.stderr)
+        return 0
+    if args.retry_failed:
+        print(f"retrying {forget_failures(points)} failed point(s)", file=sys.stderr)
+    if args.backend == "slurm":
+        from sweeps.slurm import run_slurm
+
+        run_slurm(sweep, points, wait=not args.no_wait)
+    else:
+        run_local(sweep, points, args.workers)
+    print(status_table(points))
+    return 1 if any(point_status(p) == "failed" for p in points) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        sweep = load_sweep(args.sweep)
+        points = validate(sweep) if args.command == "run" else sweep.points()
+    except ConfigError as err:
+        print(f"sweeps: error: {err}", file=sys.stderr)
+        return 2
+    if args.command == "status":
+        print(status_table(points))
+        return 0
+    if args.command == "report":
+        frame = write_results(sweep, points)
+        if frame.empty:
+            print("sweeps: error: no finished runs to report yet", file=sys.stderr)
+            return 2
+        fixed = fixed_values(sweep)
+        for name, path in write_report(sweep.output_root, sweep.metric, sweep.higher_is_better, fixed).items():
+            print(f"{name}: {path}")
+        return 0
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    return run(sweep, points, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

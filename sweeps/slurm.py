@@ -1,0 +1,65 @@
+"""The SLURM backend: one job array per ``run`` through submitit, one array task per pending point.
+
+Each task runs `sweeps.worker.run_point` on its node (same lock, same records as the local backend), so a point is
+never run twice at once across backends, and the results table is the same. The sweep's ``slurm:`` settings map to
+submitit's: partition, time_min (the time limit), gpus_per_run, cpus_per_run, mem_gb, array_parallelism (how many
+tasks may run at once), and extra (any other ``slurm_*`` parameter, e.g. ``{account: lab}``).
+"""
+
+import os
+import sys
+
+from tqdm.auto import tqdm
+
+from sweeps.spec import PROJECT, Point, Sweep
+from sweeps.store import point_status, write_results
+from sweeps.worker import run_point
+
+
+def run_point_job(run_dir: str, command: list[str]) -> int | None:
+    """What one array task does (runs on the compute node, in the project folder)."""
+    os.chdir(PROJECT)
+    return run_point(run_dir, command)
+
+
+def executor_for(sweep: Sweep):
+    import submitit
+
+    settings = sweep.slurm
+    executor = submitit.AutoExecutor(folder=sweep.output_root / "slurm" / "%j", cluster="slurm")
+    parameters = {
+        "name": f"sweep-{sweep.name}",
+        "timeout_min": int(settings.get("time_min", 60)),
+        "slurm_array_parallelism": int(settings.get("array_parallelism", 8)),
+        "cpus_per_task": int(settings.get("cpus_per_run", 1)),
+        "slurm_setup": [f"export PYTHONPATH={PROJECT}:${{PYTHONPATH:-}}"],
+    }
+    if settings.get("partition"):
+        parameters["slurm_partition"] = settings["partition"]
+    if settings.get("gpus_per_run"):
+        parameters["slurm_gpus_per_node"] = int(settings["gpus_per_run"])
+    if settings.get("mem_gb"):
+        parameters["mem_gb"] = int(settings["mem_gb"])
+    parameters |= {f"slurm_{k}": v for k, v in (settings.get("extra") or {}).items()}
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def run_slurm(sweep: Sweep, points: list[Point], wait: bool = True) -> list:
+    """Submit the pending and interrupted points as one job array; wait for it (with a progress bar) unless told
+    not to. Returns the submitit jobs."""
+    todo = [p for p in points if point_status(p) in ("pending", "interrupted")]
+    if not todo:
+        write_results(sweep, points)
+        return []
+    executor = executor_for(sweep)
+    jobs = executor.map_array(run_point_job, [str(p.run_dir) for p in todo], [p.command(sys.executable) for p in todo])
+    print(f"submitted {len(jobs)} array tasks as job {jobs[0].job_id.split('_')[0]}", file=sys.stderr)
+    if wait:
+        for job in tqdm(jobs, desc=f"sweep {sweep.name} (slurm)", unit="run"):
+            try:
+                job.result()
+            except Exception as err:  # a task that died (time limit, node failure): its point shows as failed
+                print(f"array task {job.job_id}: {type(err).__name__}: {str(err).splitlines()[0]}", file=sys.stderr)
+            write_results(sweep, points)
+    return jobs

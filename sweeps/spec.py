@@ -1,0 +1,164 @@
+"""A sweep file: which runner, fixed settings, a grid, the metric to compare, and where and how to run.
+
+    runner: run_glue.py                 # or run_llm.py
+    base: {config: launch/roberta_large_glue.yaml, task_name: sst2}   # settings every run shares
+    grid: {learning_rate: [1e-5, 2e-5], lora_init: [A, B], seed: [0, 1, 2]}
+    metric: eval_accuracy               # the final metric the report compares (see `Sweep.metric`)
+    local: {workers: 2}                 # local backend: CPU workers (GPUs are used one run each when visible)
+    slurm: {partition: gpu, time_min: 120, gpus_per_run: 1, array_parallelism: 8}
+
+Every point is parsed by the runner's own argument dataclasses before anything starts; each gets a stable id (a hash
+of its runner and settings) and the output directory ``<output_root>/runs/<readable name>_<id>``.
+"""
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from finetune.arguments import ConfigError, check_combination, parse_args, settings_to_argv
+
+RUNNERS = ("run_glue.py", "run_llm.py")
+TOP_KEYS = {"name", "runner", "base", "grid", "metric", "higher_is_better", "output_root", "local", "slurm"}
+LOCAL_KEYS = {"workers", "gpus"}
+SLURM_KEYS = {"partition", "time_min", "gpus_per_run", "cpus_per_run", "mem_gb", "array_parallelism", "extra"}
+GPU_ONLY_FLAGS = ("fp16", "bf16", "load_in_4bit", "load_in_8bit")
+SHORT_NAMES = {"learning_rate": "lr", "lora_init": "init", "loraplus_lr_ratio": "ratio", "task_name": "task"}
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Point:
+    """One run of the sweep: its grid values, all its settings, its id and its directory."""
+
+    values: dict
+    settings: dict
+    run_id: str
+    run_dir: Path
+    runner: str
+
+    def command(self, python: str) -> list[str]:
+        """The runner's command line for this point (the python interpreter given)."""
+        return [
+            python,
+            str(PROJECT / self.runner),
+            *settings_to_argv(self.settings),
+            "--output_dir",
+            str(self.run_dir),
+        ]
+
+
+@dataclass
+class Sweep:
+    name: str
+    runner: str
+    base: dict
+    grid: dict
+    metric: str
+    higher_is_better: bool
+    output_root: Path
+    local: dict = field(default_factory=dict)
+    slurm: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def points(self) -> list[Point]:
+        keys = list(self.grid)
+        points = []
+        for combo in itertools.product(*(self.grid[k] for k in keys)):
+            values = dict(zip(keys, combo, strict=True))
+            settings = {**self.base, **values}
+            digest = hashlib.sha1(json.dumps([self.runner, settings], sort_keys=True, default=str).encode())
+            run_id = digest.hexdigest()[:10]
+            readable = "_".join(f"{SHORT_NAMES.get(k, k)}{v}" for k, v in values.items()).replace("/", "-")
+            run_dir = self.output_root / "runs" / f"{readable}_{run_id}"
+            points.append(Point(values, settings, run_id, run_dir, self.runner))
+        return points
+
+
+def _check_keys(found: dict, allowed: set, where: str) -> None:
+    unknown = sorted(set(found) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file (unknown keys, an empty grid, a runner we do not ship are one-line errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep: file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sweep: {path} must hold a mapping")
+    _check_keys(raw, TOP_KEYS, str(path))
+    _check_keys(raw.get("local") or {}, LOCAL_KEYS, f"{path}: local")
+    _check_keys(raw.get("slurm") or {}, SLURM_KEYS, f"{path}: slurm")
+    if raw.get("runner") not in RUNNERS:
+        raise ConfigError(f"{path}: runner must be one of {', '.join(RUNNERS)}, got {raw.get('runner')!r}")
+    grid = raw.get("grid") or {}
+    if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
+        raise ConfigError(f"{path}: grid must map each setting to a non-empty list of values")
+    base = dict(raw.get("base") or {})
+    if "config" in base:  # a recipe path, relative to the project
+        base["config"] = str(PROJECT / base["config"]) if not Path(base["config"]).is_absolute() else base["config"]
+    name = raw.get("name") or path.stem
+    root = Path(raw.get("output_root") or Path("outputs") / "sweeps" / name)
+    return Sweep(
+        name=name,
+        runner=raw["runner"],
+        base=base,
+        grid=grid,
+        metric=raw.get("metric", "eval_accuracy" if raw["runner"] == "run_glue.py" else "perplexity"),
+        higher_is_better=raw.get("higher_is_better", raw["runner"] == "run_glue.py"),
+        output_root=root,
+        local=raw.get("local") or {},
+        slurm=raw.get("slurm") or {},
+        path=path,
+    )
+
+
+def parse_point(sweep: Sweep, point: Point) -> tuple:
+    """The point's settings parsed by the runner's own dataclasses. Without a visible GPU, GPU-only flags are
+    checked for their type only."""
+    import run_glue
+    import run_llm
+
+    runner = {"run_glue.py": run_glue, "run_llm.py": run_llm}[sweep.runner]
+    argv = settings_to_argv(point.settings) + ["--output_dir", str(point.run_dir)]
+    if not torch.cuda.is_available():
+        argv += [token for flag in GPU_ONLY_FLAGS for token in (f"--{flag}", "false")]
+    parsed = parse_args(runner.ARGUMENT_TYPES, argv)
+    check_combination(parsed[1], parsed[3])
+    return parsed
+
+
+def validate(sweep: Sweep) -> list[Point]:
+    """Parse every point; the first bad one is a one-line error naming the point."""
+    points = sweep.points()
+    for point in points:
+        try:
+            parse_point(sweep, point)
+        except ConfigError as err:
+            raise ConfigError(f"sweep point {point.values}: {err}") from None
+    return points
+
+
+def fixed_values(sweep: Sweep) -> dict:
+    """Task, init, learning rate and LoRA+ ratio as the runner resolves them (defaults included), for the report's
+    columns that the grid leaves fixed."""
+    _, _, data_args, train_args = parse_point(sweep, sweep.points()[0])
+    return {
+        "task_name": data_args.task_name,
+        "lora_init": train_args.lora_init,
+        "learning_rate": train_args.learning_rate,
+        "loraplus_lr_ratio": train_args.loraplus_lr_ratio or 1,
+    }
+
+
+def describe(sweep: Sweep) -> dict:
+    """The sweep as written, for the sweep's own record."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(sweep).items()}
