@@ -69,7 +69,8 @@ class LmDataArguments:
             raise ConfigError(f"mmlu_shots: must be >= 0, got {self.mmlu_shots}")
         for name in ("data_dir", "train_file", "mmlu_path"):
             path = getattr(self, name)
-            if path is not None and not path.startswith("hub:") and not Path(path).exists():
+            hub = name == "train_file" and path is not None and path.startswith("hub:")
+            if path is not None and not hub and not Path(path).exists():
                 raise ConfigError(f"{name}: missing data file or folder: {path}")
         if self.task_name == "shakespeare" and self.data_dir is not None:
             raise ConfigError("data_dir: task shakespeare reads the embedded plays; use --task_name text for a folder")
@@ -116,7 +117,7 @@ def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[s
         raise ConfigError(f"data_dir: {len(docs)} document(s); a held-out split needs at least 2")
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
-    cut = max(1, round(len(docs) * fraction))
+    cut = min(max(1, round(len(docs) * fraction)), len(docs) - 1)
     return [docs[i] for i in sorted(order[cut:])], [docs[i] for i in sorted(order[:cut])]
 
 

@@ -51,11 +51,16 @@ class SftDataset(torch.utils.data.Dataset):
     def __init__(self, examples: list, tokenizer, max_length: int):
         prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
         full = tokenizer([e.prompt + e.response for e in examples], add_special_tokens=True)["input_ids"]
-        self.items = []
+        self.items, self.dropped = [], 0
         for prompt, ids in zip(prompts, full, strict=True):
-            ids = ids + [tokenizer.eos_token_id]
-            labels = [IGNORE] * len(prompt) + ids[len(prompt) :]
-            self.items.append((ids[:max_length], labels[:max_length]))
+            start = shared_prefix_length(prompt, ids)  # where the response starts, even if a merge crosses it
+            ids = (ids + [tokenizer.eos_token_id])[:max_length]
+            if start >= len(ids):  # the prompt fills max_length: nothing left to learn from
+                self.dropped += 1
+                continue
+            self.items.append((ids, [IGNORE] * start + ids[start:]))
+        if not self.items:
+            raise ConfigError(f"max_seq_length: every prompt is {max_length} tokens or longer, so no response is left")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -63,6 +68,15 @@ class SftDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         ids, labels = self.items[i]
         return {"input_ids": ids, "labels": labels}
+
+
+def shared_prefix_length(a: list[int], b: list[int]) -> int:
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
 
 
 class PadCollator:

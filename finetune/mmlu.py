@@ -101,8 +101,9 @@ def letter_token_ids(tokenizer) -> tuple[list[int], list[int]]:
 
 @torch.no_grad()
 def predict_letters(model, tokenizer, prompts: list[str], batch_size: int, max_length: int) -> list[int]:
-    """For each prompt, the index of the letter with the highest next-token logit (prompts cut from the left to
-    `max_length` tokens, so the question and ``Answer:`` are always kept)."""
+    """For each prompt, the index of the letter with the highest next-token logit. A prompt longer than
+    `max_length` tokens is cut from the left, so its end (``Answer:``) is kept; the cut drops BOS and, in few-shot
+    prompts, the earliest examples first."""
     shared, letter_ids = letter_token_ids(tokenizer)
     letters = torch.tensor(letter_ids)
     encoded = [(ids + shared)[-max_length:] for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]

@@ -81,7 +81,10 @@ def check_lora_shapes(config, lora_args: LoraArguments, auto_class=AutoModelForS
 
 
 def load_tokenizer(model_path: str, model_args: ModelArguments):
-    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir)
+    gguf = {} if model_args.tokenizer_name else {"gguf_file": model_args.gguf_file}
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir, **gguf
+    )
     if tokenizer.pad_token is None:  # decoder-only models: pad with EOS for classification batches
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -150,7 +150,8 @@ class RunMonitor(TrainerCallback):
 
 def train_and_finish(trainer, recorder: RunRecorder, monitor: RunMonitor, final_metrics) -> dict | None:
     """Train, then record the outcome: ``diverged`` (returns None), ``done`` with `final_metrics()` and the adapter
-    saved, or ``failed`` with the error (re-raised), so metrics.json never stays ``running`` after the process."""
+    saved, or ``failed`` with the error (re-raised). Only a process killed outright (SIGKILL, or SIGTERM with no
+    handler) leaves ``running`` behind; the sweep tool reads that as interrupted."""
     args = trainer.args
     try:
         trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)

@@ -8,7 +8,8 @@
     python -m sweeps report launch/sweeps/embedded_mini.yaml           # summary.csv, best.csv, figures
 
 ``run`` is idempotent: finished points are skipped, interrupted ones resume, points another process is running are
-waited for. Exit codes: 0 all points finished (done or diverged), 1 some failed, 2 a bad sweep file or point.
+waited for. Exit codes: 0 every point finished (done or diverged; for ``--no-wait``, submitted), 1 some failed or did
+not finish, 2 a bad sweep file or point, 130 interrupted (run again to resume).
 """
 
 import argparse
@@ -60,10 +61,12 @@ def run(sweep, points, args) -> int:
         from sweeps.slurm import run_slurm
 
         run_slurm(sweep, points, wait=not args.no_wait)
+        if args.no_wait:
+            return 0
     else:
         run_local(sweep, points, args.workers)
     print(status_table(points))
-    return 1 if any(point_status(p) == "failed" for p in points) else 0
+    return 0 if all(point_status(p) in ("done", "diverged") for p in points) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             print("sweeps: error: no finished runs to report yet", file=sys.stderr)
             return 2
         fixed = fixed_values(sweep)
-        for name, path in write_report(sweep.output_root, sweep.metric, sweep.higher_is_better, fixed).items():
+        written = write_report(sweep.output_root, sweep.metric, sweep.higher_is_better, fixed, list(sweep.grid))
+        for name, path in written.items():
             print(f"{name}: {path}")
         return 0
 
@@ -91,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    return run(sweep, points, args)
+    try:
+        return run(sweep, points, args)
+    except KeyboardInterrupt:
+        print("sweeps: interrupted; running workers were told to stop. Run again to resume.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ POLL_S = 0.5
 def slots(sweep: Sweep, workers: int | None) -> list[str | None]:
     """GPU ids (one run per GPU) when GPUs are visible and asked for, else `workers` CPU slots (None)."""
     gpus = sweep.local.get("gpus", "auto")
-    if gpus == "auto":
+    if isinstance(gpus, int):
+        gpus = [str(i) for i in range(gpus)]
+    elif gpus == "auto":
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         if visible is not None:
             gpus = [g for g in visible.split(",") if g.strip()]
@@ -41,7 +43,7 @@ def start(point: Point, gpu: str | None) -> subprocess.Popen:
     env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""  # a CPU worker sees no GPU
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "sweeps.worker", str(point.run_dir), "--", *point.command(sys.executable)]
-    return subprocess.Popen(command, cwd=PROJECT, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
 
 
 def run_local(sweep: Sweep, points: list[Point], workers: int | None = None) -> None:

@@ -2,8 +2,8 @@
 
 - ``summary.csv``: per task × init × lr × ratio, the mean, std and count over seeds of the final metric (done runs),
   and how many runs diverged or failed.
-- ``best.csv``: per task × ratio × init, the best learning rate by mean metric and its mean ± std, with the gap
-  between the inits (Init[A] − Init[B], in the metric's units).
+- ``best.csv``: per task × ratio × init, the best learning rate by mean metric (among lrs where every seed finished
+  without diverging) and its mean ± std, with the gap between the inits (Init[A] − Init[B], in the metric's units).
 - ``metric_vs_lr.png``: metric against learning rate (log x), one curve per init with ±1 std error bars, one panel per
   task; learning rates where a run diverged or failed are marked ×.
 - ``ratio_lr_heatmap.png`` (when the sweep has several LoRA+ ratios): mean metric over ratio × lr, one panel per init.
@@ -24,13 +24,16 @@ INIT, LR, RATIO, TASK = "lora_init", "learning_rate", "loraplus_lr_ratio", "task
 COLOURS = {"A": "tab:blue", "B": "tab:orange"}
 
 
-def with_defaults(results: pd.DataFrame, fixed: dict) -> pd.DataFrame:
-    """The task, init, lr and ratio columns the grid left out, filled with the sweep's fixed values."""
+def with_defaults(results: pd.DataFrame, fixed: dict, grid_keys: list[str]) -> pd.DataFrame:
+    """The task, init, lr and ratio columns the grid left out, filled with the sweep's fixed values. Grid keys other
+    than these and the seed (``lora_r``, …) join the task label, so runs that differ in them are never averaged."""
     frame = results.copy()
     defaults = {INIT: "A", RATIO: 1, TASK: "task", LR: "fixed"} | fixed
     for column, value in defaults.items():
         frame[column] = frame[column].fillna(value) if column in frame else value
     frame[RATIO] = frame[RATIO].fillna(1)
+    for key in [k for k in grid_keys if k not in (TASK, INIT, LR, RATIO, "seed") and k in frame]:
+        frame[TASK] = frame[TASK].astype(str) + f" {key}=" + frame[key].astype(str)
     return frame
 
 
@@ -50,10 +53,15 @@ def summarize(results: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def best_learning_rates(summary: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
+    """Per task × ratio × init, the lr with the best mean among lrs where no seed diverged or failed (any lr, if
+    every lr lost a seed). ``gap_A_minus_B`` is Init[A]'s best mean minus Init[B]'s, in the metric's units (for a
+    lower-is-better metric such as perplexity, a negative gap favours Init[A])."""
     rows = []
     for (task, ratio), group in summary.dropna(subset=["mean"]).groupby([TASK, RATIO]):
         best = {}
         for init, by_init in group.groupby(INIT):
+            clean = by_init[(by_init["diverged"] + by_init["failed"]) == 0]
+            by_init = clean if len(clean) else by_init
             pick = by_init.loc[by_init["mean"].idxmax() if higher_is_better else by_init["mean"].idxmin()]
             best[init] = pick
             rows.append(
@@ -115,10 +123,12 @@ def plot_ratio_heatmap(summary: pd.DataFrame, metric: str, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(output_root: Path, metric: str, higher_is_better: bool, fixed: dict) -> dict:
+def write_report(
+    output_root: Path, metric: str, higher_is_better: bool, fixed: dict, grid_keys: list[str] | None = None
+) -> dict:
     """Write the summary tables and figures next to ``results.csv``; `fixed` gives the values of task, init, lr
     and ratio where the grid does not vary them. Returns the written paths."""
-    results = with_defaults(pd.read_csv(output_root / "results.csv"), fixed)
+    results = with_defaults(pd.read_csv(output_root / "results.csv"), fixed, grid_keys or [])
     summary = summarize(results, metric)
     best = best_learning_rates(summary, higher_is_better)
     paths = {"summary": output_root / "summary.csv", "best": output_root / "best.csv"}

@@ -16,9 +16,9 @@ from sweeps.store import point_status, write_results
 from sweeps.worker import run_point
 
 
-def run_point_job(run_dir: str, command: list[str]) -> int | None:
-    """What one array task does (runs on the compute node, in the project folder)."""
-    os.chdir(PROJECT)
+def run_point_job(run_dir: str, command: list[str], cwd: str) -> int | None:
+    """What one array task does on its compute node, in the folder `run` was started from."""
+    os.chdir(cwd)
     return run_point(run_dir, command)
 
 
@@ -53,7 +53,8 @@ def run_slurm(sweep: Sweep, points: list[Point], wait: bool = True) -> list:
         write_results(sweep, points)
         return []
     executor = executor_for(sweep)
-    jobs = executor.map_array(run_point_job, [str(p.run_dir) for p in todo], [p.command(sys.executable) for p in todo])
+    dirs, commands = [str(p.run_dir) for p in todo], [p.command(sys.executable) for p in todo]
+    jobs = executor.map_array(run_point_job, dirs, commands, [os.getcwd()] * len(todo))
     print(f"submitted {len(jobs)} array tasks as job {jobs[0].job_id.split('_')[0]}", file=sys.stderr)
     if wait:
         for job in tqdm(jobs, desc=f"sweep {sweep.name} (slurm)", unit="run"):

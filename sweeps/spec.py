@@ -42,15 +42,17 @@ class Point:
     run_dir: Path
     runner: str
 
+    def argv(self) -> list[str]:
+        """The runner's arguments; a relative ``config`` recipe path is the project's (launch/…), other relative
+        paths are the caller's, as runs start in the folder `run` was started from."""
+        settings = dict(self.settings)
+        if settings.get("config") and not Path(settings["config"]).is_absolute():
+            settings["config"] = str(PROJECT / settings["config"])
+        return [*settings_to_argv(settings), "--output_dir", str(self.run_dir)]
+
     def command(self, python: str) -> list[str]:
         """The runner's command line for this point (the python interpreter given)."""
-        return [
-            python,
-            str(PROJECT / self.runner),
-            *settings_to_argv(self.settings),
-            "--output_dir",
-            str(self.run_dir),
-        ]
+        return [python, str(PROJECT / self.runner), *self.argv()]
 
 
 @dataclass
@@ -76,7 +78,8 @@ class Sweep:
             run_id = digest.hexdigest()[:10]
             readable = "_".join(f"{SHORT_NAMES.get(k, k)}{v}" for k, v in values.items()).replace("/", "-")
             run_dir = self.output_root / "runs" / f"{readable}_{run_id}"
-            points.append(Point(values, settings, run_id, run_dir, self.runner))
+            if run_id not in {p.run_id for p in points}:  # a value listed twice is one run
+                points.append(Point(values, settings, run_id, run_dir, self.runner))
         return points
 
 
@@ -103,10 +106,8 @@ def load_sweep(path: str | Path) -> Sweep:
     if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
         raise ConfigError(f"{path}: grid must map each setting to a non-empty list of values")
     base = dict(raw.get("base") or {})
-    if "config" in base:  # a recipe path, relative to the project
-        base["config"] = str(PROJECT / base["config"]) if not Path(base["config"]).is_absolute() else base["config"]
     name = raw.get("name") or path.stem
-    root = Path(raw.get("output_root") or Path("outputs") / "sweeps" / name)
+    root = Path(raw.get("output_root") or Path("outputs") / "sweeps" / name).resolve()  # from where `run` was started
     return Sweep(
         name=name,
         runner=raw["runner"],
@@ -128,7 +129,7 @@ def parse_point(sweep: Sweep, point: Point) -> tuple:
     import run_llm
 
     runner = {"run_glue.py": run_glue, "run_llm.py": run_llm}[sweep.runner]
-    argv = settings_to_argv(point.settings) + ["--output_dir", str(point.run_dir)]
+    argv = point.argv()
     if not torch.cuda.is_available():
         argv += [token for flag in GPU_ONLY_FLAGS for token in (f"--{flag}", "false")]
     parsed = parse_args(runner.ARGUMENT_TYPES, argv)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from finetune.atomic import write_csv_atomic, write_json_atomic
 from sweeps.spec import Point, Sweep, describe
-from sweeps.worker import lock_is_live, read_attempts, read_lock
+from sweeps.worker import finished, is_locked, read_attempts, read_lock
 
 FINISHED = ("done", "diverged", "failed")
 
@@ -27,11 +27,10 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 def point_status(point: Point) -> str:
-    metrics, attempts = read_metrics(point.run_dir), read_attempts(point.run_dir)
-    holder = read_lock(point.run_dir)
-    if holder is not None and lock_is_live(holder):
+    if is_locked(point.run_dir):  # the lock first: a run that finishes meanwhile then reads as finished, not stopped
         return "running"
-    if metrics.get("status") in ("done", "diverged") and (not attempts or attempts[-1].get("exit_code") == 0):
+    metrics, attempts = read_metrics(point.run_dir), read_attempts(point.run_dir)
+    if finished(point.run_dir, attempts):
         return metrics["status"]
     if not attempts:
         return "pending"
@@ -85,6 +84,9 @@ def status_table(points: list[Point]) -> str:
         counts[status] = counts.get(status, 0) + 1
         values = " ".join(f"{k}={v}" for k, v in point.values.items())
         line = f"{status:<12}{point.run_id}  {values}"
+        holder = read_lock(point.run_dir) if status == "running" else None
+        if holder:
+            line += f"  (host {holder.get('host')}, pid {holder.get('pid')}, slurm job {holder.get('slurm_job_id')})"
         if status == "failed":
             last = read_attempts(point.run_dir)[-1]
             error = (last.get("error") or "").strip().splitlines()

@@ -2,13 +2,17 @@
 
     python -m sweeps.worker <run_dir> -- <runner command …>
 
-The lock is ``<run_dir>/.lock`` (created exclusively; holds host, pid and SLURM job id). The worker, not the sweep,
-holds it: if the sweep process is killed, its workers finish their runs and record them. ``<run_dir>/attempts.json``
-lists every attempt: command, start, end, exit code, the last lines of the log when it failed. A run that left
-``checkpoint-*`` folders resumes from the newest.
+The lock is an exclusive ``flock`` on ``<run_dir>/.lock``, held by the worker for the whole run. The kernel releases
+it when the worker dies, however it dies, so a lock is never stale (``flock`` also works on NFSv4 shared folders, as
+SLURM clusters use). The file says who holds it (host, pid, SLURM job) for ``status``. The worker, not the sweep,
+holds the lock: if the sweep process is killed, its workers finish their runs and record them; the runner gets
+SIGTERM if its worker dies, so no run outlives its lock. ``<run_dir>/attempts.json`` lists every attempt: command,
+start, end, exit code, and the last lines of the log when it failed. A run that left complete ``checkpoint-*``
+folders resumes from the newest.
 """
 
 import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -22,6 +26,7 @@ from finetune.atomic import write_json_atomic
 
 LOG_TAIL_LINES = 20
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
+ACQUIRE_WAIT_S = 2.0  # how long a worker retries a held lock (a `status` probe holds it for microseconds)
 
 
 def lock_path(run_dir: Path) -> Path:
@@ -35,50 +40,44 @@ def read_lock(run_dir: Path) -> dict | None:
         return None
 
 
-def lock_is_live(holder: dict) -> bool:
-    """Whether the lock's holder still runs: a live pid on this host, or a SLURM job not yet ended."""
-    if holder.get("slurm_job_id"):
-        done = subprocess.run(["squeue", "-h", "-j", str(holder["slurm_job_id"])], capture_output=True, text=True)
-        return done.returncode == 0 and bool(done.stdout.strip())
-    if holder.get("host") != socket.gethostname():
-        return True  # another machine's process: we cannot tell, so we do not take it over
+def is_locked(run_dir: Path) -> bool:
+    """Whether a live worker holds the run's lock (probed with a non-blocking shared flock)."""
     try:
-        os.kill(int(holder["pid"]), 0)
-    except (ProcessLookupError, ValueError, KeyError):
+        fd = os.open(lock_path(run_dir), os.O_RDONLY)
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
-
-
-def acquire(run_dir: Path) -> bool:
-    """Take the run's lock; a stale one (its holder gone) is taken over. False when a live holder has it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    me = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "since": time.time(),
-    }
-    for _ in range(2):
-        try:
-            fd = os.open(lock_path(run_dir), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = read_lock(run_dir)
-            if holder is None or not lock_is_live(holder):
-                lock_path(run_dir).unlink(missing_ok=True)
-                continue
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return True
+    finally:
+        os.close(fd)
     return False
 
 
-def release(run_dir: Path) -> None:
-    holder = read_lock(run_dir)
-    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-        lock_path(run_dir).unlink(missing_ok=True)
+def acquire(run_dir: Path) -> int | None:
+    """Take the run's lock and write who holds it; returns the open descriptor that holds it, or None when a live
+    worker has it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path(run_dir), os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + ACQUIRE_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({**holder, "since": time.time()}).encode(), 0)
+    return fd
+
+
+def release(fd: int) -> None:
+    os.close(fd)  # closing the descriptor drops the flock
 
 
 def read_attempts(run_dir: Path) -> list[dict]:
@@ -89,8 +88,22 @@ def read_attempts(run_dir: Path) -> list[dict]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    """The newest complete checkpoint (the Trainer writes trainer_state.json last)."""
+    found = [
+        p
+        for p in run_dir.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def finished(run_dir: Path, attempts: list[dict]) -> bool:
+    """Done or diverged by its metrics, with a clean last exit."""
+    try:
+        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return status in ("done", "diverged") and (not attempts or attempts[-1].get("exit_code") == 0)
 
 
 def log_tail(path: Path) -> str:
@@ -110,10 +123,13 @@ def run_point(run_dir: str | Path, command: list[str]) -> int | None:
     """Run `command` for the point in `run_dir` if nobody else is running it. Returns its exit code (None: it was
     locked by a live run elsewhere)."""
     run_dir = Path(run_dir)
-    if not acquire(run_dir):
+    lock = acquire(run_dir)
+    if lock is None:
         return None
     attempts = read_attempts(run_dir)
     try:
+        if finished(run_dir, attempts):  # finished while this worker was queued (another sweep or array task)
+            return 0
         checkpoint = latest_checkpoint(run_dir)
         command = [*command, "--resume_from_checkpoint", str(checkpoint)] if checkpoint else list(command)
         attempt = {"command": command, "host": socket.gethostname(), "started": time.time(), "exit_code": None}
@@ -136,7 +152,7 @@ def run_point(run_dir: str | Path, command: list[str]) -> int | None:
         write_json_atomic(run_dir / "attempts.json", attempts)
         return code
     finally:
-        release(run_dir)
+        release(lock)
 
 
 def main(argv: list[str]) -> int:
@@ -144,7 +160,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m sweeps.worker <run_dir> -- <command …>", file=sys.stderr)
         return 2
     code = run_point(argv[0], argv[2:])
-    return 0 if code is None else code
+    return 0 if code is None else code if code >= 0 else 128 - code  # killed by signal N: exit 128 + N
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import run_llm
-from finetune.arguments import LoraArguments
+from finetune.arguments import ConfigError, LoraArguments
 from finetune.lm_data import SftExample
 from finetune.lm_encoding import BlockDataset, PadCollator, SftDataset, pack_blocks
 from finetune.lm_eval import perplexity
@@ -100,7 +100,11 @@ def test_sft_labels_cover_the_response_and_eos_only(tiny_llama_dir):
         labelled = [t for t in item["labels"] if t != -100]
         assert tokenizer.decode(labelled) == example.response + "</s>"
         assert tokenizer.decode(item["input_ids"]) == example.prompt + example.response + "</s>"
-    assert len(SftDataset(examples[:1], tokenizer, max_length=10)[0]["input_ids"]) == 10
+    assert len(SftDataset(examples[:1], tokenizer, max_length=24)[0]["input_ids"]) == 24
+    short = SftDataset(examples, tokenizer, max_length=10)  # the first prompt alone is 21 tokens: dropped
+    assert (len(short), short.dropped) == (1, 1)
+    with pytest.raises(ConfigError, match="max_seq_length: every prompt is 2 tokens or longer"):
+        SftDataset(examples, tokenizer, max_length=2)
 
 
 @pytest.mark.parametrize("scheme, random_name, zero_name", [("A", "lora_A", "lora_B"), ("B", "lora_B", "lora_A")])

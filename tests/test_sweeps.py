@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import sweeps.__main__ as cli
 from finetune.arguments import ConfigError
 from sweeps.report import write_report
 from sweeps.spec import load_sweep, validate
-from sweeps.worker import read_attempts, run_point
+from sweeps.worker import acquire, is_locked, read_attempts, read_lock, release, run_point
 from tests.conftest import write_tsv
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -167,25 +166,32 @@ def test_ratio_heatmap_when_the_sweep_has_ratios(tmp_path):
 
 
 def test_worker_resumes_from_the_newest_checkpoint_and_records_the_attempt(tmp_path):
-    for step in (3, 12, 9):
+    for step in (3, 12, 9, 15):
         (tmp_path / f"checkpoint-{step}").mkdir()
+        if step != 15:  # checkpoint-15 is half-written: no trainer_state.json yet
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     command = [sys.executable, "-c", "import sys; print(sys.argv[1:]); sys.exit(3)"]
     assert run_point(tmp_path, command) == 3
     [attempt] = read_attempts(tmp_path)
     assert attempt["command"][-2:] == ["--resume_from_checkpoint", str(tmp_path / "checkpoint-12")]
     assert attempt["exit_code"] == 3 and "checkpoint-12" in attempt["error"] and not attempt["interrupted"]
-    assert not (tmp_path / ".lock").exists()
+    assert not is_locked(tmp_path)
 
 
-def test_a_live_lock_keeps_a_second_worker_out_and_a_stale_one_is_taken_over(tmp_path):
+def test_a_held_lock_keeps_a_second_worker_out_and_a_dead_holders_file_does_not(tmp_path):
     command = [sys.executable, "-c", "pass"]
-    live = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": None}
-    (tmp_path / ".lock").write_text(json.dumps(live))
+    held = acquire(tmp_path)
+    assert is_locked(tmp_path) and read_lock(tmp_path)["pid"] == os.getpid()
     assert run_point(tmp_path, command) is None and read_attempts(tmp_path) == []
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (tmp_path / ".lock").write_text(json.dumps({**live, "pid": dead.pid}))
+    release(held)  # as when the holder dies: the kernel drops its flock, the file stays
+    assert (tmp_path / ".lock").exists() and not is_locked(tmp_path)
     assert run_point(tmp_path, command) == 0 and len(read_attempts(tmp_path)) == 1
+
+
+def test_a_worker_skips_a_point_that_finished_while_it_waited(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "done"}))
+    assert run_point(tmp_path, [sys.executable, "-c", "raise SystemExit(5)"]) == 0
+    assert read_attempts(tmp_path) == []
 
 
 def test_shell_wrapper_is_the_python_command(tmp_path, tiny_bert_dir, tiny_glue_dir):
