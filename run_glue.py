@@ -71,12 +71,7 @@ def train_and_record(args: tuple, data, model_path: str) -> int:
     model, init_record = add_lora(model, lora_args, train_args.init_spec(), "SEQ_CLS")
     logger.info("%s; init %s", trainable_summary(model), init_record)
 
-    recorder = RunRecorder(
-        train_args.output_dir,
-        task.primary_metric,
-        enabled=train_args.process_index == 0,
-        resume=train_args.resume_from_checkpoint is not None,
-    )
+    recorder = RunRecorder.for_training(train_args, task.primary_metric)
     data_record = {"source": data.source, "train": len(data.train), **{k: len(v) for k, v in data.evals.items()}}
     sections = {"model": model_args, "lora": lora_args, "data": data_args, "training": train_args}
     extras = {"model_path": model_path, "init": init_record, "data_sizes": data_record}

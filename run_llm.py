@@ -84,13 +84,7 @@ def train_and_record(args: tuple, data, encoded, tokenizer, model_path: str) -> 
     if not (model_args.load_in_4bit or model_args.load_in_8bit):
         model.to(train_args.device)
 
-    recorder = RunRecorder(
-        train_args.output_dir,
-        "loss",
-        enabled=train_args.process_index == 0,
-        resume=train_args.resume_from_checkpoint is not None,
-        greater_is_better=False,
-    )
+    recorder = RunRecorder.for_training(train_args, "loss", greater_is_better=False)
     recorder.write_config(run_record(args, data, encoded, model, model_path, init_record))
     batch = train_args.per_device_eval_batch_size
     task = (encoded, data, data_args)

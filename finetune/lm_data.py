@@ -4,13 +4,13 @@ Everything is read and checked (files, fields) before any model is loaded, so ba
 and examples stay text here; `finetune.lm_encoding` tokenizes them once the tokenizer is known.
 """
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.arguments import ConfigError
 from finetune.embedded import shakespeare_dir
+from finetune.jsonl import read_jsonl
 from finetune.lm_encoding import evenly_spaced
 from finetune.mmlu import McQuestion, mc_question, read_mmlu_file, subject_of
 
@@ -119,26 +119,6 @@ def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[s
     random.Random(seed).shuffle(order)
     cut = min(max(1, round(len(docs) * fraction)), len(docs) - 1)
     return [docs[i] for i in sorted(order[cut:])], [docs[i] for i in sorted(order[:cut])]
-
-
-def read_jsonl(path: Path, required: tuple[tuple[str, ...], ...], what: str) -> list[dict]:
-    """Rows of a JSONL file; each must have one key of every alternative in `required` (else a one-line error)."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path} line {number}: not JSON ({err.msg})") from None
-        for keys in required:
-            if not isinstance(row, dict) or not any(k in row for k in keys):
-                has = ", ".join(row) if isinstance(row, dict) else type(row).__name__
-                raise ConfigError(f"{path} line {number}: {what} row lacks field {' or '.join(keys)} (has: {has})")
-        rows.append(row)
-    if not rows:
-        raise ConfigError(f"{path}: no rows")
-    return rows
 
 
 def gsm8k_examples(rows, where: str) -> list[SftExample]:

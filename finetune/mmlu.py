@@ -5,7 +5,6 @@ final ``Answer:`` (one forward pass per question, no generation), the scoring of
 """
 
 import csv
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from finetune.arguments import ConfigError
+from finetune.jsonl import read_jsonl
 from finetune.lm_encoding import left_padded_batches
 
 LETTERS = "ABCD"
@@ -56,14 +56,7 @@ def read_mmlu_file(path: Path, subject: str = "") -> list[McQuestion]:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     elif path.suffix in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{path} line {number}: not JSON ({err.msg})") from None
+        rows = read_jsonl(path)  # fields are checked per row by mc_question
     else:
         raise ConfigError(f"mmlu_path: unsupported file type {path.suffix!r} (use .csv or .jsonl)")
     questions = [mc_question(row, f"{path} row {n}") for n, row in enumerate(rows, start=1)]

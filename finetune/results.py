@@ -82,6 +82,17 @@ class RunRecorder:
         self._started = time.time()
         self._write()
 
+    @classmethod
+    def for_training(cls, train_args, primary_metric: str, greater_is_better: bool = True) -> "RunRecorder":
+        """The recorder of a Trainer run: in its output_dir, written by the main process, kept on resume."""
+        return cls(
+            train_args.output_dir,
+            primary_metric,
+            enabled=train_args.process_index == 0,
+            resume=train_args.resume_from_checkpoint is not None,
+            greater_is_better=greater_is_better,
+        )
+
     def write_config(self, config: dict) -> None:
         if self.enabled:
             write_json_atomic(self.dir / "run_config.json", config)

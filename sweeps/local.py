@@ -15,7 +15,7 @@ import time
 from tqdm.auto import tqdm
 
 from sweeps.spec import PROJECT, Point, Sweep
-from sweeps.store import point_status, write_results
+from sweeps.store import point_status, statuses, write_results
 
 POLL_S = 0.5
 
@@ -49,8 +49,9 @@ def start(point: Point, gpu: str | None) -> subprocess.Popen:
 def run_local(sweep: Sweep, points: list[Point], workers: int | None = None) -> None:
     """Run every point that is pending or interrupted; wait for points other processes are running."""
     free = slots(sweep, workers)
-    queue = [p for p in points if point_status(p) in ("pending", "interrupted")]
-    foreign = [p for p in points if point_status(p) == "running"]
+    state = statuses(points)
+    queue = [p for p in points if state[p.run_id] in ("pending", "interrupted")]
+    foreign = [p for p in points if state[p.run_id] == "running"]
     active: dict[subprocess.Popen, tuple[Point, str | None]] = {}
     progress = tqdm(total=len(queue) + len(foreign), desc=f"sweep {sweep.name}", unit="run")
     try:

@@ -28,6 +28,7 @@ TOP_KEYS = {"name", "runner", "base", "grid", "metric", "higher_is_better", "out
 LOCAL_KEYS = {"workers", "gpus"}
 SLURM_KEYS = {"partition", "time_min", "gpus_per_run", "cpus_per_run", "mem_gb", "array_parallelism", "extra"}
 GPU_ONLY_FLAGS = ("fp16", "bf16", "load_in_4bit", "load_in_8bit")
+GPU_FLAGS_OFF = [token for flag in GPU_ONLY_FLAGS for token in (f"--{flag}", "false")]  # to parse on a CPU machine
 SHORT_NAMES = {"learning_rate": "lr", "lora_init": "init", "loraplus_lr_ratio": "ratio", "task_name": "task"}
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +132,7 @@ def parse_point(sweep: Sweep, point: Point) -> tuple:
     runner = {"run_glue.py": run_glue, "run_llm.py": run_llm}[sweep.runner]
     argv = point.argv()
     if not torch.cuda.is_available():
-        argv += [token for flag in GPU_ONLY_FLAGS for token in (f"--{flag}", "false")]
+        argv += GPU_FLAGS_OFF
     parsed = parse_args(runner.ARGUMENT_TYPES, argv)
     check_combination(parsed[1], parsed[3])
     return parsed

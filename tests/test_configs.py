@@ -9,18 +9,9 @@ from accelerate.commands.config.config_args import ClusterConfig
 import run_glue
 import run_llm
 from finetune.arguments import ConfigError, parse_args
+from sweeps.spec import GPU_FLAGS_OFF  # GPU-only flags set false: this machine has no CUDA
 
 ARGUMENT_TYPES = run_glue.ARGUMENT_TYPES
-GPU_ONLY = [
-    "--fp16",
-    "false",
-    "--bf16",
-    "false",
-    "--load_in_4bit",
-    "false",
-    "--load_in_8bit",
-    "false",
-]  # these need CUDA here
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch"
 CONFIGS = sorted(LAUNCH.glob("*.yaml"))
@@ -44,7 +35,7 @@ def test_config_parses(path, tmp_path):
         return
     runner = run_llm if "run_llm.py" in header else run_glue
     assert f"{runner.__name__}.py --config launch/{path.name}" in header.replace("\\\n#", "")
-    argv = ["--config", str(path), "--output_dir", str(tmp_path), *GPU_ONLY]
+    argv = ["--config", str(path), "--output_dir", str(tmp_path), *GPU_FLAGS_OFF]
     if yaml.safe_load(text).get("task_name") == "instruct":
         (tmp_path / "flan.jsonl").write_text('{"prompt": "Q", "response": "A"}\n')
         argv += ["--train_file", str(tmp_path / "flan.jsonl")]
@@ -61,7 +52,7 @@ def test_accelerate_config_headers_name_a_shipped_recipe(path):
 
 def test_quantized_recipe_settings():
     model, lora, data, train = parse_args(
-        run_llm.ARGUMENT_TYPES, ["--config", str(LAUNCH / "llama7b_4bit_gsm8k.yaml"), *GPU_ONLY]
+        run_llm.ARGUMENT_TYPES, ["--config", str(LAUNCH / "llama7b_4bit_gsm8k.yaml"), *GPU_FLAGS_OFF]
     )
     assert (model.torch_dtype, data.task_name, train.gradient_checkpointing, train.optim.value) == (
         "bfloat16",
