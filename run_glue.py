@@ -75,7 +75,7 @@ def train_and_record(args: tuple, data, model_path: str) -> int:
     data_record = {"source": data.source, "train": len(data.train), **{k: len(v) for k, v in data.evals.items()}}
     sections = {"model": model_args, "lora": lora_args, "data": data_args, "training": train_args}
     extras = {"model_path": model_path, "init": init_record, "data_sizes": data_record}
-    recorder.write_config(resolved_config(sections, {**extras, **train_args.optimizer_groups_record(model)}))
+    recorder.write_config(resolved_config(sections, {**extras, **train_args.training_record(model)}))
 
     evals = {name: EncodedDataset(ex, tokenizer, data_args.max_seq_length, True) for name, ex in data.evals.items()}
     monitor = RunMonitor(recorder, train_args.divergence_loss_threshold)

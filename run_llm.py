@@ -67,7 +67,7 @@ def run_record(args: tuple, data, encoded, model, model_path: str, init_record: 
     sizes |= {"heldout": len(encoded.heldout or []), "gsm8k": len(data.gsm8k), "mmlu": len(data.mmlu)}
     sections = {"model": model_args, "lora": lora_args, "data": data_args, "training": train_args}
     extras = {"model_path": model_path, "init": init_record, "data_sizes": sizes}
-    return resolved_config(sections, {**extras, **train_args.optimizer_groups_record(model)})
+    return resolved_config(sections, {**extras, **train_args.training_record(model)})
 
 
 def summary_line(before: dict, after: dict) -> str:

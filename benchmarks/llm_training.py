@@ -12,6 +12,7 @@ memory (``torch.cuda.max_memory_allocated``) is its own. Tokens/s counts the ste
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -109,11 +110,16 @@ def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device) 
     blocks = torch.randint(0, 32000, (steps * batch, seq))
     marks = {}
 
-    class Clock(TrainerCallback):
+    class Clock(TrainerCallback):  # the same steps as the stock loop times: not the Trainer's end-of-run cleanup
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == warmup:
                 synchronize(device)
                 marks["start"] = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == steps:
+                synchronize(device)
+                marks["end"] = time.perf_counter()
 
     trainer = LoraPlusTrainer(
         model=model,
@@ -123,8 +129,7 @@ def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device) 
         callbacks=[Clock()],
     )
     trainer.train()
-    synchronize(device)
-    return (steps - warmup) * batch * seq / (time.perf_counter() - marks["start"])
+    return (steps - warmup) * batch * seq / (marks["end"] - marks["start"])
 
 
 def synchronize(device: str) -> None:
@@ -162,7 +167,8 @@ def table(rows: list[dict]) -> str:
         verdict = ""
         stock = by_case.get(row["case"].replace("ours", "stock"))
         if row["case"].startswith("ours") and stock:
-            ok = row["peak_gib"] <= stock["peak_gib"] + 0.05 and row["tokens_per_s"] >= 0.98 * stock["tokens_per_s"]
+            no_peak = math.isnan(row["peak_gib"])  # a CPU smoke run measures no GPU memory
+            ok = (no_peak or row["peak_gib"] <= stock["peak_gib"]) and row["tokens_per_s"] >= stock["tokens_per_s"]
             verdict = (
                 f"{row['peak_gib'] - stock['peak_gib']:+.2f} GiB, ×{row['tokens_per_s'] / stock['tokens_per_s']:.3f}"
             )
@@ -185,17 +191,26 @@ def run_all(args) -> list[dict]:
                 if not Path(paths[role]).exists():
                     print(f"saving a random {arch} checkpoint …", file=sys.stderr, flush=True)
                     save_random_checkpoint(arch, Path(paths[role]))
-        for case in args.cases:
-            cmd = [sys.executable, "-m", "benchmarks.llm_training", "--one", case, "--path", paths[CASES[case][0]]]
-            cmd += ["--seq", str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-            cmd += ["--device", args.device]
-            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(done.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"case {case} failed (exit {done.returncode})")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    return rows
+        for _ in range(args.repeats):  # stock and ours alternate, so drifts in clock or load hit both alike
+            for case in args.cases:
+                rows.append(measure_in_process(case, paths[CASES[case][0]], args))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    best = {}
+    for row in rows:  # the fastest repeat of each case
+        if row["case"] not in best or row["tokens_per_s"] > best[row["case"]]["tokens_per_s"]:
+            best[row["case"]] = row
+    return [best[case] for case in args.cases]
+
+
+def measure_in_process(case: str, path: str, args) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.llm_training", "--one", case, "--path", path]
+    cmd += ["--seq", str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--device", args.device]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"case {case} failed (exit {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def write_document(path: Path, rows: list[dict], args) -> None:
@@ -204,7 +219,8 @@ def write_document(path: Path, rows: list[dict], args) -> None:
     section = (
         f"## LLM training path, {time.strftime('%Y-%m-%d')} on {device}\n\n`{command}`\n\n"
         f"Random weights of {args.big_arch} (4-bit NF4 cases) and {args.small_arch} (bf16 cases); LoRA r = 8 on the "
-        f"seven projections; {args.steps} steps, the first {args.warmup} not timed.\n\n{table(rows)}\n"
+        f"seven projections; {args.steps} steps, the first {args.warmup} not timed; best of {args.repeats} runs per "
+        f"case, stock and ours alternating.\n\n{table(rows)}\n"
     )
     old = path.read_text() if path.is_file() else "# Benchmarks\n\nEach section: the command, the date, the machine.\n"
     path.write_text(old.rstrip("\n") + "\n\n" + section)
@@ -218,8 +234,9 @@ def main() -> None:
         "--small_arch", default="tinyllama", choices=list(ARCHS), help="architecture of the bf16 cases"
     )
     parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
-    parser.add_argument("--steps", type=int, default=12, help="training steps per case")
+    parser.add_argument("--steps", type=int, default=24, help="training steps per case")
     parser.add_argument("--warmup", type=int, default=4, help="steps left out of the timing")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each case; the table shows the fastest")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--document", type=Path, default=None, help="append the table to this Markdown file")
     parser.add_argument("--one", help=argparse.SUPPRESS)

@@ -80,24 +80,27 @@ def shared_prefix_length(a: list[int], b: list[int]) -> int:
 
 
 class PadCollator:
-    """Right-pads a batch to its longest example: pad id in inputs, IGNORE in labels, 0 in the attention mask."""
+    """Right-pads a batch to its longest example: pad id in inputs, IGNORE in labels, 0 in the attention mask (left
+    out when no example is padded)."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
     def __call__(self, features: list[dict]) -> dict:
-        longest = max(len(f["input_ids"]) for f in features)
+        ids = [torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features]
+        longest = max(len(row) for row in ids)
 
-        def padded(key: str, value: int) -> torch.Tensor:
-            rows = [list(map(int, f[key])) + [value] * (longest - len(f[key])) for f in features]
-            return torch.tensor(rows, dtype=torch.long)
+        def padded(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+            out = torch.full((len(rows), longest), value, dtype=torch.long)
+            for i, row in enumerate(rows):
+                out[i, : len(row)] = row
+            return out
 
-        mask = [[1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"])) for f in features]
-        return {
-            "input_ids": padded("input_ids", self.pad_token_id),
-            "labels": padded("labels", IGNORE),
-            "attention_mask": torch.tensor(mask, dtype=torch.long),
-        }
+        labels = [torch.as_tensor(f["labels"], dtype=torch.long) for f in features]
+        batch = {"input_ids": padded(ids, self.pad_token_id), "labels": padded(labels, IGNORE)}
+        if any(len(row) < longest for row in ids):  # full blocks need no mask (and no check of one)
+            batch["attention_mask"] = padded([torch.ones(len(row), dtype=torch.long) for row in ids], 0)
+        return batch
 
 
 def left_padded_batches(encoded: list[list[int]], batch_size: int, pad_token_id: int, device):

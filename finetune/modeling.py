@@ -129,6 +129,24 @@ def _prepare_quantized(model, gradient_checkpointing: bool):
     )
 
 
+def _restore_frozen_embedding(model) -> None:
+    """Store a quantized model's frozen input embedding back in the checkpoint's 16-bit dtype.
+
+    prepare_model_for_kbit_training upcasts every non-quantized weight to fp32. For the frozen embedding that buys
+    nothing (its values came from the 16-bit checkpoint, so the cast back is exact) and costs memory twice: the table
+    itself, and an fp32 residual stream in every checkpointed layer. As in the QLoRA recipe, the residual stream is
+    then 16-bit as in unquantized 16-bit training. Left alone: trainable (modules_to_save) or tied embeddings."""
+    if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return
+    dtype = getattr(model.config, "dtype", None)
+    embedding, output = model.get_input_embeddings(), model.get_output_embeddings()
+    if dtype not in (torch.bfloat16, torch.float16) or not isinstance(embedding, torch.nn.Embedding):
+        return
+    tied = output is not None and output.weight is embedding.weight
+    if not tied and not embedding.weight.requires_grad:
+        embedding.to(dtype)
+
+
 def add_lora(model: torch.nn.Module, lora_args: LoraArguments, spec: InitSpec, task_type: str) -> tuple:
     """Wrap `model` with stock PEFT LoRA, then apply the init scheme and the freezing options.
 
@@ -144,6 +162,7 @@ def add_lora(model: torch.nn.Module, lora_args: LoraArguments, spec: InitSpec, t
         init_lora_weights=peft_init_value(spec.scheme),
     )
     model = get_peft_model(model, config)
+    _restore_frozen_embedding(model.get_base_model())
     record = apply_init(model, spec)
     for name, param in model.named_parameters():
         frozen_head = lora_args.freeze_head_dense and ".modules_to_save." in name and ".dense." in name

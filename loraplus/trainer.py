@@ -1,8 +1,12 @@
-"""A Trainer whose only change is the optimizer: LoRA+ groups when `loraplus_lr_ratio` is set."""
+"""A Trainer with LoRA+ optimizer groups when `loraplus_lr_ratio` is set, and no bf16 autocast over a base that
+already computes in 16 bits (see `LoraPlusTrainingArguments.mixed_precision_for`)."""
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
+import torch
+from accelerate.utils import DistributedType
 from transformers import Trainer, TrainingArguments
 
 from loraplus.groups import DEFAULT_LR_EMBEDDING, describe_param_groups, loraplus_param_groups, param_group_summary
@@ -26,7 +30,18 @@ class LoraPlusTrainingArguments(TrainingArguments):
         },
     )
 
+    autocast: str = field(
+        default="auto",
+        metadata={
+            "help": "bf16 autocast: on, off, or auto (off when every LoRA base layer already computes in 16 bits, "
+            "e.g. a bf16 or 4-bit base: autocast would only re-cast the fp32 LoRA factors, costing speed; on gives "
+            "bf16 LoRA math and less activation memory)."
+        },
+    )
+
     def __post_init__(self) -> None:
+        if self.autocast not in ("auto", "on", "off"):
+            raise ValueError(f"autocast: must be auto, on or off, got {self.autocast!r}")
         if self.loraplus_lr_ratio is not None and not self.loraplus_lr_ratio > 0:
             raise ValueError(f"loraplus_lr_ratio: must be > 0, got {self.loraplus_lr_ratio}")
         if not self.loraplus_lr_embedding > 0:
@@ -44,15 +59,71 @@ class LoraPlusTrainingArguments(TrainingArguments):
             head_group=self.loraplus_head_group,
         )
 
-    def optimizer_groups_record(self, model) -> dict:
-        """The optimizer groups for the run's resolved config."""
+    def mixed_precision_for(self, model) -> str:
+        """The mixed precision the Trainer runs `model` in: the requested one, except that bf16 autocast is dropped
+        under `autocast` auto when the LoRA base layers already compute in 16 bits. Then autocast would only re-cast
+        the fp32 LoRA factors and leftovers every step, which made a QLoRA step at batch 1 about 10 % slower on an
+        H100 (docs/benchmarks.md); without it the LoRA branch computes in fp32, as PEFT keeps its factors."""
+        requested = self.mixed_precision
+        if requested != "bf16" or self.autocast == "on":
+            return requested
+        if self.autocast == "off" or base_computes_in_16_bits(model):
+            return "no"
+        return requested
+
+    def training_record(self, model) -> dict:
+        """The optimizer groups and the mixed precision, for the run's resolved config."""
+        precision = {"mixed_precision": self.mixed_precision_for(model)}
         if self.loraplus_lr_ratio is None:
-            return {"optimizer_groups": "Trainer default: one learning rate for all trainable parameters"}
-        return {"optimizer_groups": param_group_summary(self.loraplus_groups(model))}
+            return {"optimizer_groups": "Trainer default: one learning rate for all trainable parameters", **precision}
+        return {"optimizer_groups": param_group_summary(self.loraplus_groups(model)), **precision}
+
+
+def base_computes_in_16_bits(model) -> bool:
+    """Whether every LoRA-wrapped base layer computes in bf16/fp16: 16-bit weights, a 4-bit layer with a 16-bit
+    compute dtype, or an 8-bit layer (which computes in its input's dtype). False without LoRA layers."""
+    bases = [m.base_layer for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")]
+    sixteen = (torch.bfloat16, torch.float16)
+
+    def computes_in_16_bits(layer) -> bool:
+        compute = getattr(layer, "compute_dtype", None)
+        if compute is not None:
+            return compute in sixteen
+        return layer.weight.dtype in (*sixteen, torch.int8)
+
+    return bool(bases) and all(computes_in_16_bits(layer) for layer in bases)
 
 
 class LoraPlusTrainer(Trainer):
-    """`transformers.Trainer` with LoRA+ parameter groups (see `loraplus.groups`); nothing else is changed."""
+    """`transformers.Trainer` with LoRA+ parameter groups (see `loraplus.groups`) and the mixed precision of
+    `LoraPlusTrainingArguments.mixed_precision_for`. The training loop is the Trainer's, minus per-step walks over
+    every module and parameter that a LoRA model (thousands of modules, a few hundred trainable tensors) pays for in
+    Python: on a launch-bound GPU step they cost as much as the kernels (docs/benchmarks.md)."""
+
+    _flops_per_token: int | None = None
+
+    def train(self, *args, **kwargs):
+        with cheap_mode_switches(self.model):
+            return super().train(*args, **kwargs)
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        """The Trainer's estimate (6 × tokens × non-embedding parameters), with the parameter count taken once."""
+        if self._flops_per_token is None:
+            self._flops_per_token = 6 * self.model.num_parameters(exclude_embeddings=True)
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        return self._flops_per_token * inputs[main_input].numel() if main_input in inputs else 0
+
+    def _clip_grad_norm(self, model):
+        if self.accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU):
+            return super()._clip_grad_norm(model)
+        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return self.accelerator.clip_grad_norm_(trainable, self.args.max_grad_norm)
+
+    def _build_accelerator_args(self, **kwargs) -> dict:
+        accelerator_args = super()._build_accelerator_args(**kwargs)
+        if isinstance(self.args, LoraPlusTrainingArguments) and self.model is not None:
+            accelerator_args["mixed_precision"] = self.args.mixed_precision_for(self.model)
+        return accelerator_args
 
     def create_optimizer(self, model=None):
         ratio = getattr(self.args, "loraplus_lr_ratio", None)
@@ -69,3 +140,29 @@ class LoraPlusTrainer(Trainer):
             "LoRA+ optimizer groups (ratio %g):\n%s", ratio, describe_param_groups(self.optimizer.param_groups)
         )
         return self.optimizer
+
+
+@contextlib.contextmanager
+def cheap_mode_switches(model: torch.nn.Module):
+    """While training, `model.train()` and `model.zero_grad()` skip their walks over every module when there is
+    nothing to do: train(mode) when every module is in that mode already (the Trainer asks for it every step), and
+    zero_grad() visits only the parameters, listed once. Both give exactly the results of the full walks."""
+    modules, params = list(model.modules()), list(model.parameters())
+    full_train, full_zero_grad = model.train, model.zero_grad
+
+    def train(mode: bool = True):
+        if all(m.training == mode for m in modules):
+            return model
+        return full_train(mode)
+
+    def zero_grad(set_to_none: bool = True) -> None:
+        if not set_to_none:
+            return full_zero_grad(set_to_none)
+        for p in params:
+            p.grad = None
+
+    model.train, model.zero_grad = train, zero_grad
+    try:
+        yield
+    finally:
+        del model.train, model.zero_grad

@@ -41,12 +41,13 @@ def test_init_contract_and_loraplus_groups_on_a_4bit_base(scheme, tiny_llama_dir
     model = quantized_tiny_llama(tiny_llama_dir)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     ids = torch.randint(4, 90, (2, 16), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    with torch.no_grad():
-        expected = model(input_ids=ids).logits
     lora_args = LlmLoraArguments(lora_r=4, lora_dropout=0.0)
     model, record = add_lora(model, lora_args, InitSpec(scheme, seed=1), "CAUSAL_LM")
+    with torch.no_grad(), model.disable_adapter():
+        expected = model(input_ids=ids).logits
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, expected)  # BA = 0 on the quantized base too
+    assert model.get_base_model().get_input_embeddings().weight.dtype == torch.bfloat16  # back from fp32
     assert record["random_factor"] == scheme and record["num_lora_layers"] == 14
     assert_partition(model, loraplus_param_groups(model, lr=1e-3, loraplus_lr_ratio=16))
 
@@ -61,3 +62,5 @@ def test_quantized_run_lowers_perplexity(flag, extra, tiny_llama_dir, tiny_corpu
     assert run_llm.main(argv) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "done" and metrics["final"]["perplexity"] < 0.9 * metrics["before"]["perplexity"]
+    config = json.loads((tmp_path / "run_config.json").read_text())
+    assert config["mixed_precision"] == "no"  # the base computes in bf16: no autocast over it
