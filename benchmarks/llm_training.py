@@ -161,7 +161,7 @@ STOCK_REFERENCE = {  # issue 4: the stock stack on an H100 on 2026-11-23 (peak G
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| case | batch × seq | peak GiB | tokens/s | vs stock (same run) |", "|---|---|---|---|---|"]
+    lines = ["| case | batch × seq | peak GiB | tokens/s | vs stock (bests of this run) |", "|---|---|---|---|---|"]
     by_case = {r["case"]: r for r in rows}
     for row in rows:
         verdict = ""

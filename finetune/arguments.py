@@ -134,11 +134,12 @@ class TrainArguments(LoraPlusTrainingArguments):
         self.output_dir_defaulted = self.output_dir is None
         if self.gradient_checkpointing_kwargs is None:  # reentrant checkpointing drops LoRA gradients of frozen inputs
             self.gradient_checkpointing_kwargs = {"use_reentrant": False}
-        self.dataloader_pin_memory = self.dataloader_pin_memory and torch.cuda.is_available()
+        on_gpu = torch.cuda.is_available() and not self.use_cpu
+        self.dataloader_pin_memory = self.dataloader_pin_memory and on_gpu
         if self.dataloader_pin_memory and self.accelerator_config is None:  # no host sync per batch copy
             self.accelerator_config = {"non_blocking": True}
-        if self.tf32 is None and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0):
-            self.tf32 = True  # fp32 matmuls (LoRA factors, heads) on tensor cores; --tf32 false for exact fp32
+        if self.tf32 is None and on_gpu and torch.cuda.get_device_capability() >= (8, 0):
+            self.tf32 = True  # every fp32 matmul (the whole model if it is fp32) on tensor cores; --tf32 false: exact
         super().__post_init__()
 
     def fill_default_output_dir(self, model_name_or_path: str, task_name: str) -> None:

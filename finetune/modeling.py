@@ -130,12 +130,13 @@ def _prepare_quantized(model, gradient_checkpointing: bool):
 
 
 def _restore_frozen_embedding(model) -> None:
-    """Store a quantized model's frozen input embedding back in the checkpoint's 16-bit dtype.
+    """Store a quantized model's frozen input embedding back in the checkpoint's 16-bit dtype, and hand its output on
+    in fp32 as before.
 
-    prepare_model_for_kbit_training upcasts every non-quantized weight to fp32. For the frozen embedding that buys
-    nothing (its values came from the 16-bit checkpoint, so the cast back is exact) and costs memory twice: the table
-    itself, and an fp32 residual stream in every checkpointed layer. As in the QLoRA recipe, the residual stream is
-    then 16-bit as in unquantized 16-bit training. Left alone: trainable (modules_to_save) or tied embeddings."""
+    prepare_model_for_kbit_training upcasts every non-quantized weight to fp32. For the frozen embedding table that
+    buys nothing: its values came from the 16-bit checkpoint, so both the cast back and the fp32 view of each looked-up
+    row are exact, and the model computes exactly what it computed before, with half the table's memory (0.25 GiB on
+    Llama-7b). Left alone: trainable (modules_to_save) or tied embeddings."""
     if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
         return
     dtype = getattr(model.config, "dtype", None)
@@ -143,8 +144,14 @@ def _restore_frozen_embedding(model) -> None:
     if dtype not in (torch.bfloat16, torch.float16) or not isinstance(embedding, torch.nn.Embedding):
         return
     tied = output is not None and output.weight is embedding.weight
-    if not tied and not embedding.weight.requires_grad:
-        embedding.to(dtype)
+    if tied or embedding.weight.requires_grad or embedding.weight.dtype != torch.float32:
+        return
+    embedding.to(dtype)
+    embedding.register_forward_hook(_as_float32)
+
+
+def _as_float32(module, inputs, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
 
 
 def add_lora(model: torch.nn.Module, lora_args: LoraArguments, spec: InitSpec, task_type: str) -> tuple:

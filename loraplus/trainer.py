@@ -3,6 +3,7 @@ already computes in 16 bits (see `LoraPlusTrainingArguments.mixed_precision_for`
 
 import contextlib
 import logging
+import types
 from dataclasses import dataclass, field
 
 import torch
@@ -34,8 +35,8 @@ class LoraPlusTrainingArguments(TrainingArguments):
         default="auto",
         metadata={
             "help": "bf16 autocast: on, off, or auto (off when every LoRA base layer already computes in 16 bits, "
-            "e.g. a bf16 or 4-bit base: autocast would only re-cast the fp32 LoRA factors, costing speed; on gives "
-            "bf16 LoRA math and less activation memory)."
+            "a bf16 base or a 4-bit one with bf16 compute: the model then runs as the stock stack runs it, LoRA and "
+            "any fp32 leftovers in fp32, faster at small batches; on gives bf16 math and less activation memory)."
         },
     )
 
@@ -63,7 +64,8 @@ class LoraPlusTrainingArguments(TrainingArguments):
         """The mixed precision the Trainer runs `model` in: the requested one, except that bf16 autocast is dropped
         under `autocast` auto when the LoRA base layers already compute in 16 bits. Then autocast would only re-cast
         the fp32 LoRA factors and leftovers every step, which made a QLoRA step at batch 1 about 10 % slower on an
-        H100 (docs/benchmarks.md); without it the LoRA branch computes in fp32, as PEFT keeps its factors."""
+        H100 (docs/benchmarks.md). Without it the model runs as the stock stack runs it: the LoRA branch in fp32, as
+        PEFT keeps its factors, and so is whatever else is fp32 (a k-bit model's norms and lm_head)."""
         requested = self.mixed_precision
         if requested != "bf16" or self.autocast == "on":
             return requested
@@ -80,16 +82,18 @@ class LoraPlusTrainingArguments(TrainingArguments):
 
 
 def base_computes_in_16_bits(model) -> bool:
-    """Whether every LoRA-wrapped base layer computes in bf16/fp16: 16-bit weights, a 4-bit layer with a 16-bit
-    compute dtype, or an 8-bit layer (which computes in its input's dtype). False without LoRA layers."""
+    """Whether every LoRA-wrapped base layer computes in bf16/fp16: 16-bit weights, or a bitsandbytes 4-bit layer
+    with a 16-bit compute dtype. An 8-bit layer computes in its input's dtype (fp32 after the fp32 norms of a k-bit
+    model), so it keeps autocast, as does anything unknown. False without LoRA layers."""
     bases = [m.base_layer for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")]
     sixteen = (torch.bfloat16, torch.float16)
 
     def computes_in_16_bits(layer) -> bool:
-        compute = getattr(layer, "compute_dtype", None)
+        compute = getattr(layer, "compute_dtype", None)  # bitsandbytes 4-bit: its matmuls' dtype
         if compute is not None:
             return compute in sixteen
-        return layer.weight.dtype in (*sixteen, torch.int8)
+        weight = getattr(layer, "weight", None)
+        return weight is not None and weight.dtype in sixteen
 
     return bool(bases) and all(computes_in_16_bits(layer) for layer in bases)
 
@@ -109,19 +113,22 @@ class LoraPlusTrainer(Trainer):
     def floating_point_ops(self, inputs: dict) -> int:
         """The Trainer's estimate (6 × tokens × non-embedding parameters), with the parameter count taken once."""
         if self._flops_per_token is None:
-            self._flops_per_token = 6 * self.model.num_parameters(exclude_embeddings=True)
+            counts = hasattr(self.model, "num_parameters")
+            self._flops_per_token = 6 * self.model.num_parameters(exclude_embeddings=True) if counts else 0
         main_input = getattr(self.model, "main_input_name", "input_ids")
         return self._flops_per_token * inputs[main_input].numel() if main_input in inputs else 0
 
     def _clip_grad_norm(self, model):
-        if self.accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU):
+        plain = self.accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_GPU)
+        if not plain or getattr(self.args, "parallelism_config", None) is not None:  # sharded gradients: the stock way
             return super()._clip_grad_norm(model)
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         return self.accelerator.clip_grad_norm_(trainable, self.args.max_grad_norm)
 
     def _build_accelerator_args(self, **kwargs) -> dict:
         accelerator_args = super()._build_accelerator_args(**kwargs)
-        if isinstance(self.args, LoraPlusTrainingArguments) and self.model is not None:
+        engine = self.args.deepspeed or self.args.fsdp  # they set their own precision from --bf16; leave them be
+        if isinstance(self.args, LoraPlusTrainingArguments) and self.model is not None and not engine:
             accelerator_args["mixed_precision"] = self.args.mixed_precision_for(self.model)
         return accelerator_args
 
@@ -144,25 +151,30 @@ class LoraPlusTrainer(Trainer):
 
 @contextlib.contextmanager
 def cheap_mode_switches(model: torch.nn.Module):
-    """While training, `model.train()` and `model.zero_grad()` skip their walks over every module when there is
-    nothing to do: train(mode) when every module is in that mode already (the Trainer asks for it every step), and
-    zero_grad() visits only the parameters, listed once. Both give exactly the results of the full walks."""
-    modules, params = list(model.modules()), list(model.parameters())
-    full_train, full_zero_grad = model.train, model.zero_grad
-
-    def train(mode: bool = True):
-        if all(m.training == mode for m in modules):
-            return model
-        return full_train(mode)
-
-    def zero_grad(set_to_none: bool = True) -> None:
-        if not set_to_none:
-            return full_zero_grad(set_to_none)
-        for p in params:
-            p.grad = None
-
-    model.train, model.zero_grad = train, zero_grad
+    """While training, `model.train()` and `model.zero_grad()` skip their recursive walks over every module when
+    there is nothing to do: train(mode) only checks each module's flag when every module is in that mode already (the
+    Trainer asks for it every step), and zero_grad() clears the parameters from a list made once. Both give exactly
+    the results of the full walks. The overrides are methods bound to `model` (a deep copy binds them to the copy),
+    and whatever the instance had before is put back afterwards. Modules added during training are not seen."""
+    saved = {name: vars(model)[name] for name in ("train", "zero_grad") if name in vars(model)}
+    model._cheap_modules, model._cheap_params = list(model.modules()), list(model.parameters())
+    model.train, model.zero_grad = types.MethodType(_train, model), types.MethodType(_zero_grad, model)
     try:
         yield
     finally:
-        del model.train, model.zero_grad
+        for name in ("train", "zero_grad", "_cheap_modules", "_cheap_params"):
+            vars(model).pop(name, None)
+        vars(model).update(saved)
+
+
+def _train(self, mode: bool = True):
+    if all(m.training == mode for m in self._cheap_modules):
+        return self
+    return type(self).train(self, mode)
+
+
+def _zero_grad(self, set_to_none: bool = True) -> None:
+    if not set_to_none:
+        return type(self).zero_grad(self, set_to_none)
+    for param in self._cheap_params:
+        param.grad = None

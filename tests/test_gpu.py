@@ -41,13 +41,13 @@ def test_init_contract_and_loraplus_groups_on_a_4bit_base(scheme, tiny_llama_dir
     model = quantized_tiny_llama(tiny_llama_dir)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     ids = torch.randint(4, 90, (2, 16), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
     lora_args = LlmLoraArguments(lora_r=4, lora_dropout=0.0)
     model, record = add_lora(model, lora_args, InitSpec(scheme, seed=1), "CAUSAL_LM")
-    with torch.no_grad(), model.disable_adapter():
-        expected = model(input_ids=ids).logits
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, expected)  # BA = 0 on the quantized base too
-    assert model.get_base_model().get_input_embeddings().weight.dtype == torch.bfloat16  # back from fp32
+    assert model.get_base_model().get_input_embeddings().weight.dtype == torch.bfloat16  # stored back from fp32
     assert record["random_factor"] == scheme and record["num_lora_layers"] == 14
     assert_partition(model, loraplus_param_groups(model, lr=1e-3, loraplus_lr_ratio=16))
 

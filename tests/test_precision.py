@@ -44,6 +44,15 @@ def test_bf16_autocast_only_over_a_base_that_needs_it(dtype, autocast, expected,
     assert args.training_record(model)["mixed_precision"] == expected
 
 
+def test_an_8_bit_or_unknown_base_layer_keeps_autocast():
+    model = lora_llama(torch.bfloat16)
+    layer = next(m.base_layer for m in model.modules() if hasattr(m, "lora_A"))
+    layer.weight = torch.nn.Parameter(torch.zeros_like(layer.weight, dtype=torch.int8), requires_grad=False)
+    assert not base_computes_in_16_bits(model)  # 8-bit computes in its input's dtype: fp32 in a k-bit model
+    del layer.weight
+    assert not base_computes_in_16_bits(model)  # no weight to read (GPTQ-like layers): not known to be 16-bit
+
+
 def test_fp16_and_no_mixed_precision_are_left_as_requested(tmp_path):
     model = lora_llama(torch.float16)
     assert arguments(tmp_path, "fp16").mixed_precision_for(model) == "fp16"  # loss scaling still needed
@@ -71,6 +80,17 @@ def quantized_looking_llama(tie: bool) -> LlamaForCausalLM:
     model.float()
     model.is_loaded_in_4bit = True
     return model
+
+
+def test_the_restored_embedding_leaves_the_outputs_bit_equal():
+    model = quantized_looking_llama(tie=False)
+    ids = torch.randint(3, 40, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    peft_model = add_lora(model, LlmLoraArguments(lora_r=4), InitSpec("A", seed=0), "CAUSAL_LM")[0].eval()
+    assert peft_model.get_base_model().get_input_embeddings().weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert torch.equal(peft_model(input_ids=ids).logits, expected)
 
 
 @pytest.mark.parametrize(

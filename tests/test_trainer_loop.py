@@ -1,5 +1,7 @@
 """LoraPlusTrainer's cheaper per-step bookkeeping gives exactly the Trainer's results."""
 
+import copy
+
 import torch
 from transformers import LlamaForCausalLM
 
@@ -33,6 +35,9 @@ def test_mode_switches_and_zero_grad_match_the_full_walks():
         assert any(p.grad is not None for p in model.parameters())
         model.zero_grad()
         assert all(p.grad is None for p in model.parameters())
+        twin = copy.deepcopy(model)  # the copy's overrides act on the copy, never on the original
+        twin.eval()
+        assert model.training and dropout.training and not any(m.training for m in twin.modules())
     assert "train" not in vars(model) and "zero_grad" not in vars(model)  # the class methods are back
 
 
