@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig
 
+from benchmarks.common import StepClock, add_run_arguments, append_section, synchronize
+
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = {  # the published configs' shapes; weights are random
     "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32),
@@ -91,8 +93,6 @@ def run_stock(path, quantized, batch, checkpointing, seq, steps, warmup, device)
 
 
 def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device) -> float:
-    from transformers import TrainerCallback
-
     from finetune.arguments import ModelArguments
     from finetune.lm_arguments import LlmLoraArguments, LlmTrainArguments
     from finetune.lm_encoding import BlockDataset, PadCollator
@@ -108,33 +108,16 @@ def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device) 
     model = load_causal_lm(path, model_args, checkpointing)
     model, _ = add_lora(model, LlmLoraArguments(), train_args.init_spec(), "CAUSAL_LM")
     blocks = torch.randint(0, 32000, (steps * batch, seq))
-    marks = {}
-
-    class Clock(TrainerCallback):  # the same steps as the stock loop times: not the Trainer's end-of-run cleanup
-        def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step == warmup:
-                synchronize(device)
-                marks["start"] = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == steps:
-                synchronize(device)
-                marks["end"] = time.perf_counter()
-
+    timer = StepClock(warmup, steps, device)
     trainer = LoraPlusTrainer(
         model=model,
         args=train_args,
         train_dataset=BlockDataset(blocks),
         data_collator=PadCollator(0),
-        callbacks=[Clock()],
+        callbacks=[timer],
     )
     trainer.train()
-    return (steps - warmup) * batch * seq / (marks["end"] - marks["start"])
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+    return (steps - warmup) * batch * seq / timer.seconds
 
 
 def measure(case: str, path: str, args) -> dict:
@@ -214,16 +197,12 @@ def measure_in_process(case: str, path: str, args) -> dict:
 
 
 def write_document(path: Path, rows: list[dict], args) -> None:
-    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    command = "python -m benchmarks.llm_training " + " ".join(sys.argv[1:])
-    section = (
-        f"## LLM training path, {time.strftime('%Y-%m-%d')} on {device}\n\n`{command}`\n\n"
+    body = (
         f"Random weights of {args.big_arch} (4-bit NF4 cases) and {args.small_arch} (bf16 cases); LoRA r = 8 on the "
         f"seven projections; {args.steps} steps, the first {args.warmup} not timed; best of {args.repeats} runs per "
-        f"case, stock and ours alternating.\n\n{table(rows)}\n"
+        f"case, stock and ours alternating.\n\n{table(rows)}"
     )
-    old = path.read_text() if path.is_file() else "# Benchmarks\n\nEach section: the command, the date, the machine.\n"
-    path.write_text(old.rstrip("\n") + "\n\n" + section)
+    append_section(path, "LLM training path", "benchmarks.llm_training", args.device, body)
 
 
 def main() -> None:
@@ -234,12 +213,8 @@ def main() -> None:
         "--small_arch", default="tinyllama", choices=list(ARCHS), help="architecture of the bf16 cases"
     )
     parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
-    parser.add_argument("--steps", type=int, default=24, help="training steps per case")
-    parser.add_argument("--warmup", type=int, default=4, help="steps left out of the timing")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each case; the table shows the fastest")
-    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    parser.add_argument("--document", type=Path, default=None, help="append the table to this Markdown file")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
+    add_run_arguments(parser, steps=24, warmup=4)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # a worker: one case in its own process, one JSON line out

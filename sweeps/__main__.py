@@ -5,6 +5,7 @@
     python -m sweeps run launch/sweeps/glue_roberta_large.yaml --backend slurm
     python -m sweeps status launch/sweeps/embedded_mini.yaml           # done / diverged / failed / running / pending
     python -m sweeps run launch/sweeps/embedded_mini.yaml --retry-failed
+    python -m sweeps run launch/sweeps/embedded_mini.yaml --pack 10       # 10 configurations per base, one process
     python -m sweeps report launch/sweeps/embedded_mini.yaml           # summary.csv, best.csv, figures
 
 ``run`` is idempotent: finished points are skipped, interrupted ones resume, points another process is running are
@@ -19,7 +20,7 @@ import sys
 from finetune.arguments import ConfigError
 from sweeps.local import dry_run, run_local
 from sweeps.report import write_report
-from sweeps.spec import fixed_values, load_sweep, validate
+from sweeps.spec import check_pack, fixed_values, load_sweep, validate
 from sweeps.store import point_status, status_table, write_results
 from sweeps.worker import read_attempts
 
@@ -33,6 +34,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="run, local: CPU workers (default: the file's)")
     parser.add_argument("--retry-failed", action="store_true", help="run: run failed points again")
     parser.add_argument("--no-wait", action="store_true", help="run, slurm: submit and return")
+    parser.add_argument(
+        "--pack", type=int, default=None, help="run: train up to K compatible points at once on one base "
+        "(run_glue.py; points differing only in learning rate, init, LoRA+ ratio). Default: the file's pack, or 1"
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -52,7 +57,7 @@ def forget_failures(points) -> int:
 
 def run(sweep, points, args) -> int:
     if args.dry_run:
-        print(dry_run(points))
+        print(dry_run(sweep, points, args.pack))
         print(f"{len(points)} points valid", file=sys.stderr)
         return 0
     if args.retry_failed:
@@ -60,11 +65,11 @@ def run(sweep, points, args) -> int:
     if args.backend == "slurm":
         from sweeps.slurm import run_slurm
 
-        run_slurm(sweep, points, wait=not args.no_wait)
+        run_slurm(sweep, points, wait=not args.no_wait, pack=args.pack)
         if args.no_wait:
             return 0
     else:
-        run_local(sweep, points, args.workers)
+        run_local(sweep, points, args.workers, args.pack)
     print(status_table(points))
     return 0 if all(point_status(p) in ("done", "diverged") for p in points) else 1
 
@@ -74,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = load_sweep(args.sweep)
         points = validate(sweep) if args.command == "run" else sweep.points()
+        if args.pack is not None:
+            check_pack(args.pack, sweep.runner, "--pack")
+        if args.command == "run":
+            sweep.jobs(points, args.pack)  # a point a pack cannot take is an error now, not a failed run later
     except ConfigError as err:
         print(f"sweeps: error: {err}", file=sys.stderr)
         return 2

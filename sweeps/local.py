@@ -14,7 +14,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from sweeps.spec import PROJECT, Point, Sweep
+from sweeps.spec import PROJECT, Job, Point, Sweep
 from sweeps.store import point_status, statuses, write_results
 
 POLL_S = 0.5
@@ -38,32 +38,35 @@ def slots(sweep: Sweep, workers: int | None) -> list[str | None]:
     return [None] * (workers or sweep.local.get("workers", 1))
 
 
-def start(point: Point, gpu: str | None) -> subprocess.Popen:
+def start(job: Job, gpu: str | None) -> subprocess.Popen:
     env = dict(os.environ)
     env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""  # a CPU worker sees no GPU
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "sweeps.worker", str(point.run_dir), "--", *point.command(sys.executable)]
+    job.write_pack_file()
+    dirs = [str(d) for d in job.run_dirs]
+    command = [sys.executable, "-m", "sweeps.worker", *dirs, "--", *job.command(sys.executable)]
     return subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
 
 
-def run_local(sweep: Sweep, points: list[Point], workers: int | None = None) -> None:
-    """Run every point that is pending or interrupted; wait for points other processes are running."""
+def run_local(sweep: Sweep, points: list[Point], workers: int | None = None, pack: int | None = None) -> None:
+    """Run every point that is pending or interrupted (in packs of up to `pack`, default the file's); wait for
+    points other processes are running."""
     free = slots(sweep, workers)
     state = statuses(points)
-    queue = [p for p in points if state[p.run_id] in ("pending", "interrupted")]
+    queue = sweep.jobs([p for p in points if state[p.run_id] in ("pending", "interrupted")], pack)
     foreign = [p for p in points if state[p.run_id] == "running"]
-    active: dict[subprocess.Popen, tuple[Point, str | None]] = {}
-    progress = tqdm(total=len(queue) + len(foreign), desc=f"sweep {sweep.name}", unit="run")
+    active: dict[subprocess.Popen, tuple[Job, str | None]] = {}
+    progress = tqdm(total=sum(len(j.points) for j in queue) + len(foreign), desc=f"sweep {sweep.name}", unit="run")
     try:
         while queue or active or foreign:
             while queue and free:
-                point = queue.pop(0)
+                job = queue.pop(0)
                 gpu = free.pop(0)
-                active[start(point, gpu)] = (point, gpu)
+                active[start(job, gpu)] = (job, gpu)
             for proc in [p for p in active if p.poll() is not None]:
-                point, gpu = active.pop(proc)
+                job, gpu = active.pop(proc)
                 free.append(gpu)
-                progress.update()
+                progress.update(len(job.points))
                 write_results(sweep, points)
             for point in [p for p in foreign if point_status(p) != "running"]:
                 foreign.remove(point)
@@ -81,6 +84,11 @@ def run_local(sweep: Sweep, points: list[Point], workers: int | None = None) -> 
         write_results(sweep, points)
 
 
-def dry_run(points: list[Point]) -> str:
-    """The command each point would run, one per line, with its status."""
-    return "\n".join(f"# {point_status(p)} {p.run_id}\n{' '.join(p.command('python'))}" for p in points)
+def dry_run(sweep: Sweep, points: list[Point], pack: int | None = None) -> str:
+    """The command each job would run, with its points' statuses (a pack lists its members' commands)."""
+    lines = []
+    for job in sweep.jobs(points, pack):
+        if job.pack_dir is not None:
+            lines.append(f"# pack of {len(job.points)}: {' '.join(job.command('python'))}")
+        lines += [f"# {point_status(p)} {p.run_id}\n{' '.join(p.command('python'))}" for p in job.points]
+    return "\n".join(lines)

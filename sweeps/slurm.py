@@ -1,6 +1,6 @@
-"""The SLURM backend: one job array per ``run`` through submitit, one array task per pending point.
+"""The SLURM backend: one job array per ``run`` through submitit, one array task per pending point or pack.
 
-Each task runs `sweeps.worker.run_point` on its node (same lock, same records as the local backend), so a point is
+Each task runs `sweeps.worker.run_job` on its node (same lock, same records as the local backend), so a point is
 never run twice at once across backends, and the results table is the same. The sweep's ``slurm:`` settings map to
 submitit's: partition, time_min (the time limit), gpus_per_run, cpus_per_run, mem_gb, array_parallelism (how many
 tasks may run at once), and extra (any other ``slurm_*`` parameter, e.g. ``{account: lab}``).
@@ -13,13 +13,13 @@ from tqdm.auto import tqdm
 
 from sweeps.spec import PROJECT, Point, Sweep
 from sweeps.store import point_status, write_results
-from sweeps.worker import run_point
+from sweeps.worker import run_job
 
 
-def run_point_job(run_dir: str, command: list[str], cwd: str) -> int | None:
+def run_point_job(run_dirs: list[str], command: list[str], cwd: str) -> int | None:
     """What one array task does on its compute node, in the folder `run` was started from."""
     os.chdir(cwd)
-    return run_point(run_dir, command)
+    return run_job(run_dirs, command)
 
 
 def executor_for(sweep: Sweep):
@@ -45,15 +45,17 @@ def executor_for(sweep: Sweep):
     return executor
 
 
-def run_slurm(sweep: Sweep, points: list[Point], wait: bool = True) -> list:
-    """Submit the pending and interrupted points as one job array; wait for it (with a progress bar) unless told
-    not to. Returns the submitit jobs."""
-    todo = [p for p in points if point_status(p) in ("pending", "interrupted")]
+def run_slurm(sweep: Sweep, points: list[Point], wait: bool = True, pack: int | None = None) -> list:
+    """Submit the pending and interrupted points (in packs of up to `pack`, default the file's) as one job array;
+    wait for it (with a progress bar) unless told not to. Returns the submitit jobs."""
+    todo = sweep.jobs([p for p in points if point_status(p) in ("pending", "interrupted")], pack)
     if not todo:
         write_results(sweep, points)
         return []
     executor = executor_for(sweep)
-    dirs, commands = [str(p.run_dir) for p in todo], [p.command(sys.executable) for p in todo]
+    for job in todo:
+        job.write_pack_file()
+    dirs, commands = [[str(d) for d in j.run_dirs] for j in todo], [j.command(sys.executable) for j in todo]
     jobs = executor.map_array(run_point_job, dirs, commands, [os.getcwd()] * len(todo))
     print(f"submitted {len(jobs)} array tasks as job {jobs[0].job_id.split('_')[0]}", file=sys.stderr)
     if wait:

@@ -22,9 +22,10 @@ import torch
 import yaml
 
 from finetune.arguments import ConfigError, check_combination, parse_args, settings_to_argv
+from finetune.atomic import write_json_atomic
 
 RUNNERS = ("run_glue.py", "run_llm.py")
-TOP_KEYS = {"name", "runner", "base", "grid", "metric", "higher_is_better", "output_root", "local", "slurm"}
+TOP_KEYS = {"name", "runner", "base", "grid", "metric", "higher_is_better", "output_root", "local", "slurm", "pack"}
 LOCAL_KEYS = {"workers", "gpus"}
 SLURM_KEYS = {"partition", "time_min", "gpus_per_run", "cpus_per_run", "mem_gb", "array_parallelism", "extra"}
 GPU_ONLY_FLAGS = ("fp16", "bf16", "load_in_4bit", "load_in_8bit")
@@ -55,6 +56,42 @@ class Point:
         """The runner's command line for this point (the python interpreter given)."""
         return [python, str(PROJECT / self.runner), *self.argv()]
 
+    def setting(self, key: str, default=None):
+        """A setting as given: in the sweep file, else in its `config` recipe, else `default`."""
+        if key in self.settings:
+            return self.settings[key]
+        config = self.settings.get("config")
+        if config:
+            path = Path(config) if Path(config).is_absolute() else PROJECT / config
+            recipe = yaml.safe_load(path.read_text()) if path.is_file() else None
+            if isinstance(recipe, dict) and key in recipe:
+                return recipe[key]
+        return default
+
+
+@dataclass
+class Job:
+    """What one worker runs: a single point, or a pack of points trained together on one base (`packing`)."""
+
+    points: list[Point]
+    pack_dir: Path | None = None
+
+    @property
+    def run_dirs(self) -> list[Path]:
+        return [p.run_dir for p in self.points]
+
+    def command(self, python: str) -> list[str]:
+        if self.pack_dir is None:
+            return self.points[0].command(python)
+        return [python, "-m", "packing", str(self.pack_dir / "pack.json")]
+
+    def write_pack_file(self) -> None:
+        """The pack's member list for `python -m packing` (rewritten each time; the members never change)."""
+        if self.pack_dir is not None:
+            self.pack_dir.mkdir(parents=True, exist_ok=True)
+            members = [p.argv() for p in self.points]
+            write_json_atomic(self.pack_dir / "pack.json", {"runner": self.points[0].runner, "members": members})
+
 
 @dataclass
 class Sweep:
@@ -68,6 +105,39 @@ class Sweep:
     local: dict = field(default_factory=dict)
     slurm: dict = field(default_factory=dict)
     path: Path | None = None
+    pack: int = 1
+
+    def jobs(self, points: list[Point], pack: int | None = None) -> list[Job]:
+        """`points` as jobs: packs of up to `pack` (default: the file's) points that differ only in what a pack
+        may vary (learning rate, init scheme, LoRA+ ratio), in grid order; single points otherwise."""
+        size = self.pack if pack is None else pack
+        if size <= 1:
+            return [Job([p]) for p in points]
+        from packing.glue import PACKABLE
+
+        groups: dict[str, list[Point]] = {}
+        singles = []
+        for point in points:
+            if point.setting("lora_init", "A") not in ("A", "B"):  # PEFT's own schemes are not packed
+                singles.append(Job([point]))
+                continue
+            if str(point.setting("fp16", False)).lower() == "true":
+                raise ConfigError(
+                    f"pack: point {point.values} trains in fp16, whose one loss scale a pack would share; "
+                    "set fp16: false and bf16: true in the sweep's base (or run it unpacked)"
+                )
+            shared = {k: v for k, v in point.settings.items() if k not in PACKABLE}
+            groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(point)
+        jobs = []
+        for members in groups.values():
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                if len(chunk) == 1:
+                    jobs.append(Job(chunk))
+                    continue
+                digest = hashlib.sha1(" ".join(p.run_id for p in chunk).encode()).hexdigest()[:10]
+                jobs.append(Job(chunk, self.output_root / "packs" / f"k{len(chunk)}_{digest}"))
+        return jobs + singles
 
     def points(self) -> list[Point]:
         keys = list(self.grid)
@@ -109,6 +179,7 @@ def load_sweep(path: str | Path) -> Sweep:
     base = dict(raw.get("base") or {})
     name = raw.get("name") or path.stem
     root = Path(raw.get("output_root") or Path("outputs") / "sweeps" / name).resolve()  # from where `run` was started
+    pack = check_pack(raw.get("pack", 1), raw["runner"], str(path))
     return Sweep(
         name=name,
         runner=raw["runner"],
@@ -120,7 +191,17 @@ def load_sweep(path: str | Path) -> Sweep:
         local=raw.get("local") or {},
         slurm=raw.get("slurm") or {},
         path=path,
+        pack=pack,
     )
+
+
+def check_pack(pack, runner: str, where: str) -> int:
+    """A pack size: a positive integer, and above 1 only for run_glue.py (packed run_llm.py is not built yet)."""
+    if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
+        raise ConfigError(f"{where}: pack must be a positive integer, got {pack!r}")
+    if pack > 1 and runner != "run_glue.py":
+        raise ConfigError(f"{where}: pack {pack}: packed runs exist for run_glue.py only so far")
+    return pack
 
 
 def parse_point(sweep: Sweep, point: Point) -> tuple:

@@ -1,6 +1,7 @@
 """Runs one sweep point under a lock, so no configuration ever runs twice at once, and records each attempt.
 
     python -m sweeps.worker <run_dir> -- <runner command …>
+    python -m sweeps.worker <run_dir> <run_dir> … -- python -m packing <pack.json>    # a pack: every point locked
 
 The lock is an exclusive ``flock`` on ``<run_dir>/.lock``, held by the worker for the whole run. The kernel releases
 it when the worker dies, however it dies, so a lock is never stale (``flock`` also works on NFSv4 shared folders, as
@@ -122,20 +123,40 @@ def die_with_worker() -> None:
 def run_point(run_dir: str | Path, command: list[str]) -> int | None:
     """Run `command` for the point in `run_dir` if nobody else is running it. Returns its exit code (None: it was
     locked by a live run elsewhere)."""
-    run_dir = Path(run_dir)
-    lock = acquire(run_dir)
-    if lock is None:
-        return None
-    attempts = read_attempts(run_dir)
+    return run_job([run_dir], command)
+
+
+def run_job(run_dirs: list[str | Path], command: list[str]) -> int | None:
+    """Run `command` for the points in `run_dirs` (one point, or a pack trained together) if nobody else is running
+    any of them: every point's lock is held and every point records the attempt. A single point resumes from its
+    newest checkpoint; a pack resumes itself (`python -m packing`). Returns the exit code (None: a point was locked
+    by a live run elsewhere)."""
+    run_dirs = [Path(d) for d in run_dirs]
+    locks = []
+    for run_dir in sorted(run_dirs):  # one order for everyone: two overlapping packs never wait on each other
+        lock = acquire(run_dir)
+        if lock is None:
+            for held in locks:
+                release(held)
+            return None
+        locks.append(lock)
+    records = {run_dir: read_attempts(run_dir) for run_dir in run_dirs}
     try:
-        if finished(run_dir, attempts):  # finished while this worker was queued (another sweep or array task)
-            return 0
-        checkpoint = latest_checkpoint(run_dir)
+        done = [finished(d, records[d]) for d in run_dirs]
+        if any(done):  # finished while queued (another sweep or array task); a part-finished pack is left for the
+            return 0 if all(done) else None  # next `run`, which packs the rest anew (nothing finished is redone)
+        checkpoint = latest_checkpoint(run_dirs[0]) if len(run_dirs) == 1 else None
         command = [*command, "--resume_from_checkpoint", str(checkpoint)] if checkpoint else list(command)
         attempt = {"command": command, "host": socket.gethostname(), "started": time.time(), "exit_code": None}
-        attempts.append(attempt)
-        write_json_atomic(run_dir / "attempts.json", attempts)
-        log = run_dir / "run.log"
+        if len(run_dirs) > 1:
+            attempt["pack"] = [str(d) for d in run_dirs]
+        for run_dir in run_dirs:
+            records[run_dir].append(attempt)
+            write_json_atomic(run_dir / "attempts.json", records[run_dir])
+        log = run_dirs[0] / "run.log"
+        for run_dir in run_dirs[1:]:  # a pack writes one log; every member's run.log leads to it
+            if not (run_dir / "run.log").exists():
+                (run_dir / "run.log").symlink_to(log.resolve())
         with open(log, "a") as out:
             child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_worker)
 
@@ -149,17 +170,20 @@ def run_point(run_dir: str | Path, command: list[str]) -> int | None:
         if code != 0:
             attempt["error"] = log_tail(log)
             attempt["interrupted"] = code in (-signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 130)
-        write_json_atomic(run_dir / "attempts.json", attempts)
+        for run_dir in run_dirs:
+            write_json_atomic(run_dir / "attempts.json", records[run_dir])
         return code
     finally:
-        release(lock)
+        for lock in locks:
+            release(lock)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m sweeps.worker <run_dir> -- <command …>", file=sys.stderr)
+    if "--" not in argv or argv.index("--") == 0 or argv.index("--") == len(argv) - 1:
+        print("usage: python -m sweeps.worker <run_dir> [<run_dir> …] -- <command …>", file=sys.stderr)
         return 2
-    code = run_point(argv[0], argv[2:])
+    split = argv.index("--")
+    code = run_job(argv[:split], argv[split + 1 :])
     return 0 if code is None else code if code >= 0 else 128 - code  # killed by signal N: exit 128 + N
 
 

@@ -47,6 +47,18 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def no_dropout_bert(tiny_bert_dir, tmp_path_factory) -> Path:
+    """The tiny BERT without dropout: single and packed runs then do the same arithmetic (tests of packing)."""
+    folder = tmp_path_factory.mktemp("bert_no_dropout")
+    for item in tiny_bert_dir.iterdir():
+        (folder / item.name).write_bytes(item.read_bytes())
+    config = BertConfig.from_pretrained(folder)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(folder)
+    return folder
+
+
 def sentence(i: int, n: int = 5) -> str:
     return " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(n))
 

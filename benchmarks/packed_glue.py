@@ -1,0 +1,188 @@
+"""Sweep throughput of packed LoRA training (issue 6): samples/s of configurations trained, for one stock HF Trainer +
+PEFT run, our single run, and packs of K configurations on one frozen base, on random inputs.
+
+    python -m benchmarks.packed_glue --document docs/benchmarks.md                     # RoBERTa-large, one GPU
+    python -m benchmarks.packed_glue --arch minilm --device cpu --packs 1 4 --steps 6  # CPU, the embedded MiniLM
+
+Stock: `get_peft_model` (LoRA r = 8 on query/value) and a plain `transformers.Trainer`, as PEFT's docs show it. Ours:
+`finetune.modeling.add_lora` and `LoraPlusTrainer`, as run_glue.py calls them. Packed: `packing.glue`'s
+`PackedClassifier` and `PackedTrainer`, K configurations of different learning rates and init schemes. Every case
+trains `--batch` samples per configuration per step, in its own process; samples/s counts every configuration's
+samples over the steps after `--warmup`. A sweep of N configurations run one after another runs at the single-run
+rate, so the packed rate over the stock rate is the sweep's speed-up.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import StepClock, add_run_arguments, append_section
+
+ROOT = Path(__file__).resolve().parents[1]
+ROBERTA_LARGE = dict(
+    vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+    max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+)  # fmt: skip
+ARCHS = {  # random weights of these shapes; "minilm" is the embedded encoder with its real weights
+    "roberta-large": ROBERTA_LARGE,
+    "tiny": {
+        **ROBERTA_LARGE,
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+    },
+}
+
+
+def build_model(arch: str):
+    from transformers import AutoModelForSequenceClassification, RobertaConfig
+
+    if arch in ARCHS:
+        return AutoModelForSequenceClassification.from_config(RobertaConfig(**ARCHS[arch], num_labels=2))
+    from finetune.embedded import embedded_encoder_dir
+
+    return AutoModelForSequenceClassification.from_pretrained(embedded_encoder_dir(), num_labels=2)
+
+
+class RandomExamples(torch.utils.data.Dataset):
+    def __init__(self, count: int, seq: int, vocab: int):
+        generator = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(5, vocab, (count, seq), generator=generator)
+        self.labels = torch.randint(0, 2, (count,), generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.labels[i]}
+
+
+def training_args(cls, args, batch: int, **extra):
+    return cls(
+        output_dir=tempfile.mkdtemp(), max_steps=args.steps, per_device_train_batch_size=batch, learning_rate=1e-4,
+        logging_steps=args.steps, save_strategy="no", report_to=[], warmup_steps=0, eval_strategy="no",
+        use_cpu=args.device == "cpu", disable_tqdm=True, **extra,
+    )  # fmt: skip
+
+
+def run_case(case: str, args) -> float:
+    """Samples/s of configurations trained in `case`: stock, ours, or packK."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    from finetune.arguments import LoraArguments, TrainArguments
+    from finetune.modeling import add_lora
+    from init_schemes import InitSpec
+    from loraplus import LoraPlusTrainer
+
+    model = build_model(args.arch)
+    data = RandomExamples(args.steps * args.batch, args.seq, model.config.vocab_size)
+    timer = StepClock(args.warmup, args.steps, args.device)
+    lora = LoraArguments(lora_r=8, lora_alpha=16, lora_dropout=0.1, lora_target_modules=["query", "value"])
+    if case == "stock":
+        config = LoraConfig(
+            r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], task_type="SEQ_CLS"
+        )
+        trainer = Trainer(
+            model=get_peft_model(model, config), args=training_args(TrainingArguments, args, args.batch),
+            train_dataset=data, callbacks=[timer],
+        )  # fmt: skip
+        configurations = 1
+    elif case == "ours":
+        peft_model, _ = add_lora(model, lora, InitSpec("A", seed=0), "SEQ_CLS")
+        train_args = training_args(TrainArguments, args, args.batch, train_sampling_strategy="random")
+        trainer = LoraPlusTrainer(model=peft_model, args=train_args, train_dataset=data, callbacks=[timer])
+        configurations = 1
+    else:
+        configurations = int(case.removeprefix("pack"))
+        trainer = packed_trainer(model, lora, configurations, data, args, timer)
+    trainer.train()
+    return configurations * args.batch * (args.steps - args.warmup) / timer.seconds
+
+
+def packed_trainer(model, lora, k: int, data, args, callback):
+    from finetune.arguments import TrainArguments
+    from finetune.modeling import add_lora
+    from init_schemes import InitSpec, apply_init
+    from packing.glue import PackedClassifier, PackedTrainer, adapter_groups, single_run_trainer
+    from packing.layers import pack_states
+
+    peft_model, _ = add_lora(model, lora, InitSpec("A", seed=0), "SEQ_CLS")
+    configs = [TrainArguments(**vars_of(args, i)) for i in range(k)]
+    states = []
+    for config in configs:
+        apply_init(peft_model, config.init_spec())
+        states.append({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
+    singles = [single_run_trainer(peft_model, config) for config in configs]
+    packed = pack_states(peft_model, states)
+    wrapper = PackedClassifier(packed, k, regression=False, threshold=100.0)
+    return PackedTrainer(
+        model=wrapper, args=configs[0], train_dataset=data, callbacks=[callback],
+        adapter_groups=[adapter_groups(g, peft_model, i) for i, (g, _) in enumerate(singles)],
+        on_divergence=lambda *a: None, evaluate_fn=lambda *a: {}, accepts_loss_kwargs=singles[0][1],
+    )  # fmt: skip
+
+
+def vars_of(args, index: int) -> dict:
+    """Configuration `index` of a pack: its own learning rate and init scheme, the rest shared."""
+    base = training_args(dict, args, args.batch, train_sampling_strategy="random")
+    return {**base, "learning_rate": 1e-4 * 1.5**index, "lora_init": "AB"[index % 2]}
+
+
+def measure(case: str, args) -> dict:
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    samples_per_s = run_case(case, args)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+    return {"case": case, "samples_per_s": round(samples_per_s, 1), "peak_gib": round(peak, 2)}
+
+
+def table(rows: list[dict]) -> str:
+    stock = next(r["samples_per_s"] for r in rows if r["case"] == "stock")
+    lines = ["| case | configurations × batch | samples/s | × stock | peak GiB |", "|---|---|---|---|---|"]
+    for row in rows:
+        k = int(row["case"].removeprefix("pack")) if row["case"].startswith("pack") else 1
+        ratio = row["samples_per_s"] / stock
+        lines.append(
+            f"| {row['case']} | {k} × {row['batch']} | {row['samples_per_s']:,} | {ratio:.2f} | {row['peak_gib']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="roberta-large", choices=[*ARCHS, "minilm"], help="tiny: a smoke run")
+    parser.add_argument("--packs", type=int, nargs="+", default=[1, 4, 11, 22], help="pack sizes K to measure")
+    parser.add_argument("--batch", type=int, default=4, help="samples per configuration per step")
+    parser.add_argument("--seq", type=int, default=128, help="tokens per sample")
+    add_run_arguments(parser, steps=30, warmup=5)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps({**measure(args.one, args), "batch": args.batch}))
+        return
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU visible: run on a GPU machine, or --device cpu")
+    rows = []
+    for case in ["stock", "ours", *(f"pack{k}" for k in args.packs)]:
+        cmd = [sys.executable, "-m", "benchmarks.packed_glue", "--one", case, *sys.argv[1:]]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"case {case} failed (exit {done.returncode})")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(table(rows))
+    if args.document:
+        body = f"{args.arch}, sequence {args.seq}, LoRA r = 8 on query/value; {args.steps} steps, the first "
+        body += f"{args.warmup} not timed.\n\n{table(rows)}"
+        append_section(args.document, "Packed sweeps", "benchmarks.packed_glue", args.device, body)
+
+
+if __name__ == "__main__":
+    main()
