@@ -81,7 +81,7 @@ def test_a_killed_pack_resumes_from_its_checkpoint(tmp_path, no_dropout_bert, ti
         assert time.monotonic() < deadline and process.poll() is None, "no checkpoint appeared"
         time.sleep(0.2)
     for pid in subprocess.run(["pgrep", "-f", str(packs)], capture_output=True, text=True).stdout.split():
-        os.kill(int(pid), signal.SIGKILL)  # the pack's trainer dies part-way; its worker records the death
+        os.kill(int(pid), signal.SIGKILL)  # the pack and its worker die part-way: the attempt stays unfinished
     process.wait(timeout=60)
     assert cli.main(["run", str(path)]) == 0
     table = pd.read_csv(tmp_path / "out" / "results.csv")
