@@ -238,8 +238,10 @@ def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:
     wrapper = PackedClassifier(packed, k, task.is_regression, train_args.divergence_loss_threshold)
     evals = {n: EncodedDataset(ex, tokenizer, data_args.max_seq_length, True) for n, ex in data.evals.items()}
     collate = DataCollatorWithPadding(tokenizer)
-    reasons_file = Path(pack_args_dir(train_args, members, k, pack_dir)) / "diverged.json"
-    diverged = {int(i): tuple(v) for i, v in read_json(reasons_file).items()} if resuming(train_args) else {}
+    pack_dir = pack_dir or str(Path(members[0]).parent / f"pack-{Path(members[0]).name}-k{k}")
+    reasons_file = Path(pack_dir) / "diverged.json"  # why each adapter diverged, kept across resumes
+    resumed = train_args.resume_from_checkpoint is not None
+    diverged = {int(i): tuple(v) for i, v in read_json(reasons_file).items()} if resumed else {}
 
     def on_divergence(index: int, step: int, reason: str) -> None:
         if index in diverged:  # re-frozen after a resume: the first reason stands
@@ -250,17 +252,15 @@ def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:
 
     def evaluate(step: int, epoch: float | None) -> dict:
         results = evaluate_pack(trainer, evals, task)
-        for index in wrapper.live:
-            for rows in results[index]:  # one row per evaluation set, as a single run records them
-                recorders[index].add_evaluation(rows, step, epoch)
         merged = {}
         for index in wrapper.live:
-            for rows in results[index]:
-                merged |= {f"eval_{index}_{key}": value for key, value in rows.items()}
+            for row in results[index]:  # one row per evaluation set, as a single run records them
+                recorders[index].add_evaluation(row, step, epoch)
+                merged |= {f"eval_{index}_{key}": value for key, value in row.items()}
         return merged
 
     pack_args = copy.copy(train_args)  # checkpoints go to the pack's own folder, beside its members' run folders
-    pack_args.output_dir = pack_args_dir(train_args, members, k, pack_dir)
+    pack_args.output_dir = pack_dir
     trainer = PackedTrainer(
         model=wrapper,
         args=pack_args,
@@ -328,15 +328,6 @@ def evaluate_pack(trainer, evals: dict, task) -> list[list[dict]]:
             results[index].append(row | {f"{prefix}{key}": value for key, value in scores.items()})
     wrapper.train()
     return results
-
-
-def pack_args_dir(train_args, members: list[str], k: int, pack_dir: str | None) -> str:
-    """The pack's own folder (checkpoints, divergence reasons): `pack_dir`, or one beside the first member's."""
-    return pack_dir or str(Path(members[0]).parent / f"pack-{Path(members[0]).name}-k{k}")
-
-
-def resuming(train_args) -> bool:
-    return train_args.resume_from_checkpoint is not None
 
 
 def read_json(path: Path) -> dict:

@@ -12,6 +12,7 @@ of its runner and settings) and the output directory ``<output_root>/runs/<reada
 """
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -62,11 +63,17 @@ class Point:
             return self.settings[key]
         config = self.settings.get("config")
         if config:
-            path = Path(config) if Path(config).is_absolute() else PROJECT / config
-            recipe = yaml.safe_load(path.read_text()) if path.is_file() else None
-            if isinstance(recipe, dict) and key in recipe:
+            recipe = _recipe(Path(config) if Path(config).is_absolute() else PROJECT / config)
+            if key in recipe:
                 return recipe[key]
         return default
+
+
+@functools.cache
+def _recipe(path: Path) -> dict:
+    """A `config` recipe's settings, read once however many points share it."""
+    recipe = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return recipe if isinstance(recipe, dict) else {}
 
 
 @dataclass

@@ -25,7 +25,7 @@ SHARED_LM = SHARED_DATA / "lm"
 WORDS = "good bad great awful fine poor movie film plot actor story dull bright sad happy a the is was not".split()
 
 
-def tiny_bert_config(vocab_size: int) -> BertConfig:
+def tiny_bert_config(vocab_size: int, **changes) -> BertConfig:
     return BertConfig(
         vocab_size=vocab_size,
         hidden_size=32,
@@ -33,30 +33,29 @@ def tiny_bert_config(vocab_size: int) -> BertConfig:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
+        **changes,
     )
+
+
+def save_tiny_bert(folder: Path, **config_changes) -> Path:
+    """A 2-layer, 32-wide BERT with a WordPiece tokenizer over WORDS, saved like a hub checkpoint (no task head)."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config(len(vocab), **config_changes)).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide BERT with a WordPiece tokenizer over WORDS, saved like a hub checkpoint (no task head)."""
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}).save_pretrained(folder)
-    torch.manual_seed(0)
-    BertModel(tiny_bert_config(len(vocab))).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="session")
-def no_dropout_bert(tiny_bert_dir, tmp_path_factory) -> Path:
+def no_dropout_bert(tmp_path_factory) -> Path:
     """The tiny BERT without dropout: single and packed runs then do the same arithmetic (tests of packing)."""
-    folder = tmp_path_factory.mktemp("bert_no_dropout")
-    for item in tiny_bert_dir.iterdir():
-        (folder / item.name).write_bytes(item.read_bytes())
-    config = BertConfig.from_pretrained(folder)
-    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
-    config.save_pretrained(folder)
-    return folder
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    return save_tiny_bert(tmp_path_factory.mktemp("bert_no_dropout"), **no_dropout)
 
 
 def sentence(i: int, n: int = 5) -> str:
