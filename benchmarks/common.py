@@ -2,6 +2,9 @@
 document."""
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,13 +39,25 @@ class StepClock(TrainerCallback):
 def append_section(path: Path, title: str, module: str, device: str, body: str) -> None:
     """Append a Markdown section to the benchmarks document (created if missing): the title with the date and the
     machine, the command that was run, then `body`."""
-    import sys
-
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     command = f"python -m {module} " + " ".join(sys.argv[1:])
     section = f"## {title}, {time.strftime('%Y-%m-%d')} on {name}\n\n`{command}`\n\n{body}\n"
     old = path.read_text() if path.is_file() else "# Benchmarks\n\nEach section: the command, the date, the machine.\n"
     path.write_text(old.rstrip("\n") + "\n\n" + section)
+
+
+def measure_in_process(module: str, case: str, argv: list[str]) -> dict:
+    """Run `python -m module --one case *argv` from the project root: one case in its own process (its own peak
+    memory), which prints its result as the last line of JSON. A failed case stops the benchmark."""
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", module, "--one", case, *argv]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"case {case} failed (exit {done.returncode})")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, steps: int, warmup: int) -> None:

@@ -14,16 +14,13 @@ rate, so the packed rate over the stock rate is the sweep's speed-up.
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-from benchmarks.common import StepClock, add_run_arguments, append_section
+from benchmarks.common import StepClock, add_run_arguments, append_section, measure_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
 ROBERTA_LARGE = dict(
     vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
     max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
@@ -109,23 +106,18 @@ def run_case(case: str, args) -> float:
 def packed_trainer(model, lora, k: int, data, args, callback):
     from finetune.arguments import TrainArguments
     from finetune.modeling import add_lora
-    from init_schemes import InitSpec, apply_init
-    from packing.glue import PackedClassifier, PackedTrainer, adapter_groups, single_run_trainer
-    from packing.layers import pack_states
+    from init_schemes import InitSpec
+    from packing.glue import PackedClassifier
+    from packing.trainer import PackedTrainer, initial_states, pack_for_training
 
     peft_model, _ = add_lora(model, lora, InitSpec("A", seed=0), "SEQ_CLS")
-    configs = [TrainArguments(**vars_of(args, i)) for i in range(k)]
-    states = []
-    for config in configs:
-        apply_init(peft_model, config.init_spec())
-        states.append({n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad})
-    singles = [single_run_trainer(peft_model, config) for config in configs]
-    packed = pack_states(peft_model, states)
-    wrapper = PackedClassifier(packed, k, regression=False, threshold=100.0)
+    configs = [(None, None, None, TrainArguments(**vars_of(args, i))) for i in range(k)]
+    states, _ = initial_states(peft_model, configs)
+    packed, groups, loss_scaling = pack_for_training(peft_model, configs, states)
     return PackedTrainer(
-        model=wrapper, args=configs[0], train_dataset=data, callbacks=[callback],
-        adapter_groups=[adapter_groups(g, peft_model, i) for i, (g, _) in enumerate(singles)],
-        on_divergence=lambda *a: None, evaluate_fn=lambda *a: {}, accepts_loss_kwargs=singles[0][1],
+        model=PackedClassifier(packed, k, regression=False, threshold=100.0), args=configs[0][3], train_dataset=data,
+        callbacks=[callback], adapter_groups=groups, on_divergence=lambda *a: None, evaluate_fn=lambda *a: {},
+        loss_scaling=loss_scaling,
     )  # fmt: skip
 
 
@@ -170,13 +162,7 @@ def main() -> None:
         raise SystemExit("no CUDA GPU visible: run on a GPU machine, or --device cpu")
     rows = []
     for case in ["stock", "ours", *(f"pack{k}" for k in args.packs)]:
-        cmd = [sys.executable, "-m", "benchmarks.packed_glue", "--one", case, *sys.argv[1:]]
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(done.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"case {case} failed (exit {done.returncode})")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        rows.append(measure_in_process("benchmarks.packed_glue", case, sys.argv[1:]))
     print(table(rows))
     if args.document:
         body = f"{args.arch}, sequence {args.seq}, LoRA r = 8 on query/value; {args.steps} steps, the first "

@@ -35,7 +35,8 @@ class PackedLoraLinear(nn.Module):
         train_a, train_b = trainable
         self.lora_A = nn.ParameterList([nn.Parameter(a.detach().clone(), train_a) for a, _ in factors])  # r × in
         self.lora_B = nn.ParameterList([nn.Parameter(b.detach().clone(), train_b) for _, b in factors])  # out × r
-        self.register_buffer("scaling", torch.tensor(scaling, dtype=self.lora_A[0].dtype))
+        like = self.lora_A[0]  # a k-bit base is never moved as a whole: the buffer starts beside the adapters
+        self.register_buffer("scaling", torch.tensor(scaling, dtype=like.dtype, device=like.device), persistent=False)
 
     @property
     def num_adapters(self) -> int:

@@ -48,6 +48,7 @@ CASES = {  # name → (model fixture, configurations, extra settings)
     "gradient accumulation": ("no_dropout_bert", CONFIGS, ["--gradient_accumulation_steps", "2"]),
     "evaluation every 6 steps": ("no_dropout_bert", CONFIGS, ["--eval_strategy", "steps", "--eval_steps", "6"]),
     "no clipping": ("no_dropout_bert", CONFIGS, ["--max_grad_norm", "0"]),
+    "gradient checkpointing": ("no_dropout_bert", CONFIGS, ["--gradient_checkpointing", "true"]),
     "frozen head dense (RoBERTa)": ("no_dropout_roberta", CONFIGS, []),
     "frozen A": ("no_dropout_bert", [("A", 1e-3, 1), ("A", 4e-3, 4)], ["--freeze_lora_A", "true"]),
 }

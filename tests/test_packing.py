@@ -11,7 +11,7 @@ from finetune.arguments import LoraArguments
 from finetune.modeling import add_lora
 from init_schemes import InitSpec
 from loraplus.groups import loraplus_param_groups
-from packing.layers import adapter_parameters, pack_peft_models
+from packing.layers import PackedLoraLinear, adapter_parameters, pack_peft_models
 from tests.conftest import sentence
 
 CONFIGS = [("A", 1e-3, 1, 1), ("B", 1e-3, 4, 2), ("A", 3e-3, 4, 3), ("B", 3e-3, 1, 4)]  # init, lr, ratio, seed
@@ -118,3 +118,14 @@ def test_a_non_finite_adapter_stays_in_its_slice(tiny_bert_dir, batch):
     for index in (0, 1, 3):
         torch.testing.assert_close(logits[index], singles[index](**inputs).logits, rtol=1e-5, atol=1e-6)
         assert all(torch.isfinite(p.grad).all() for _, p in adapter_parameters(packed, index))
+
+
+def test_a_packed_layer_keeps_its_state_beside_its_adapters():
+    """A k-bit base is never moved as a whole (the Trainer and accelerate leave it where it was loaded), so a packed
+    layer must be built where its adapters are: here the meta device stands in for a GPU."""
+    with torch.device("meta"):
+        base = torch.nn.Linear(8, 6)
+        factors = [(torch.zeros(2, 8), torch.zeros(6, 2)) for _ in range(3)]
+    layer = PackedLoraLinear(base, factors, scaling=[2.0] * 3)
+    assert {t.device.type for t in [*layer.parameters(), *layer.buffers()]} == {"meta"}
+    assert "scaling" not in layer.state_dict()  # derived from alpha / r: not a checkpoint's business
