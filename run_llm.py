@@ -39,12 +39,19 @@ ARGUMENT_TYPES = (LlmModelArguments, LlmLoraArguments, LmDataArguments, LlmTrain
 logger = logging.getLogger("run_llm")
 
 
-def prepare(argv: list[str]):
-    """Parse the arguments, read and tokenize the data, check lengths and the LoRA layout against the config: all
-    that can fail before a model loads."""
+def parse(argv: list[str]) -> tuple:
+    """The arguments, checked against each other (no file is read yet), with the output directory filled in."""
     model_args, lora_args, data_args, train_args = parse_args(ARGUMENT_TYPES, argv)
     check_combination(lora_args, train_args)
     quantization_config(model_args)
+    train_args.fill_default_output_dir(model_args.model_name_or_path, data_args.task_name)
+    return model_args, lora_args, data_args, train_args
+
+
+def prepare(argv: list[str]):
+    """Parse the arguments, read and tokenize the data, check lengths and the LoRA layout against the config: all
+    that can fail before a model loads."""
+    model_args, lora_args, data_args, train_args = parse(argv)
     data = load_lm_data(data_args)
     model_path = resolve_model_path(model_args.model_name_or_path)
     config = load_config(model_path, model_args)
@@ -57,7 +64,6 @@ def prepare(argv: list[str]):
         raise ConfigError(
             f"eval_strategy: task {data_args.task_name} has no held-out text to evaluate during training"
         )
-    train_args.fill_default_output_dir(model_args.model_name_or_path, data_args.task_name)
     return (model_args, lora_args, data_args, train_args), data, encoded, tokenizer, model_path
 
 

@@ -36,7 +36,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-wait", action="store_true", help="run, slurm: submit and return")
     parser.add_argument(
         "--pack", type=int, default=None, help="run: train up to K compatible points at once on one base "
-        "(run_glue.py; points differing only in learning rate, init, LoRA+ ratio). Default: the file's pack, or 1"
+        "(points differing only in learning rate, init, LoRA+ ratio). Default: the file's pack, or 1"
     )  # fmt: skip
     return parser.parse_args(argv)
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = load_sweep(args.sweep)
         points = validate(sweep) if args.command == "run" else sweep.points()
         if args.pack is not None:
-            check_pack(args.pack, sweep.runner, "--pack")
+            check_pack(args.pack, "--pack")
         if args.command == "run":
             sweep.jobs(points, args.pack)  # a point a pack cannot take is an error now, not a failed run later
     except ConfigError as err:

@@ -120,7 +120,7 @@ class Sweep:
         size = self.pack if pack is None else pack
         if size <= 1:
             return [Job([p]) for p in points]
-        from packing.glue import PACKABLE
+        from packing.trainer import PACKABLE
 
         groups: dict[str, list[Point]] = {}
         singles = []
@@ -186,7 +186,7 @@ def load_sweep(path: str | Path) -> Sweep:
     base = dict(raw.get("base") or {})
     name = raw.get("name") or path.stem
     root = Path(raw.get("output_root") or Path("outputs") / "sweeps" / name).resolve()  # from where `run` was started
-    pack = check_pack(raw.get("pack", 1), raw["runner"], str(path))
+    pack = check_pack(raw.get("pack", 1), str(path))
     return Sweep(
         name=name,
         runner=raw["runner"],
@@ -202,12 +202,10 @@ def load_sweep(path: str | Path) -> Sweep:
     )
 
 
-def check_pack(pack, runner: str, where: str) -> int:
-    """A pack size: a positive integer, and above 1 only for run_glue.py (packed run_llm.py is not built yet)."""
+def check_pack(pack, where: str) -> int:
+    """A pack size: a positive integer (both runners train packs)."""
     if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
         raise ConfigError(f"{where}: pack must be a positive integer, got {pack!r}")
-    if pack > 1 and runner != "run_glue.py":
-        raise ConfigError(f"{where}: pack {pack}: packed runs exist for run_glue.py only so far")
     return pack
 
 

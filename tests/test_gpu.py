@@ -64,3 +64,25 @@ def test_quantized_run_lowers_perplexity(flag, extra, tiny_llama_dir, tiny_corpu
     assert metrics["status"] == "done" and metrics["final"]["perplexity"] < 0.9 * metrics["before"]["perplexity"]
     config = json.loads((tmp_path / "run_config.json").read_text())
     assert config["mixed_precision"] == "no"  # the base computes in bf16: no autocast over it
+
+
+@needs_bitsandbytes
+def test_a_pack_on_a_4bit_base_trains_each_configuration(tiny_llama_dir, tiny_corpus_dir, tmp_path):
+    from packing.llm import run_packed
+
+    argv = ["--model_name_or_path", str(tiny_llama_dir), "--task_name", "text", "--data_dir", str(tiny_corpus_dir)]
+    argv += ["--load_in_4bit", "true", "--torch_dtype", "bfloat16", "--bf16", "true", "--block_size", "64"]
+    argv += ["--gradient_checkpointing", "true", "--optim", "paged_adamw_8bit", "--max_steps", "60"]
+    argv += ["--max_eval_samples", "0", "--lora_dropout", "0", "--save_strategy", "steps", "--save_steps", "30"]
+    configs = [("A", "5e-2", "1"), ("B", "5e-3", "16")]
+    members = [
+        [*argv, "--output_dir", str(tmp_path / f"m{i}"), "--lora_init", scheme, "--learning_rate", lr]
+        + ["--loraplus_lr_ratio", ratio]
+        for i, (scheme, lr, ratio) in enumerate(configs)
+    ]
+    assert run_packed(members, str(tmp_path / "pack")) == 0
+    for i in range(len(configs)):
+        metrics = json.loads((tmp_path / f"m{i}" / "metrics.json").read_text())
+        assert metrics["status"] == "done" and metrics["final"]["perplexity"] < 0.9 * metrics["before"]["perplexity"]
+    checkpoint = tmp_path / "pack" / "checkpoint-30"
+    assert (checkpoint / "pack_adapters.safetensors").is_file() and not list(checkpoint.glob("model*.safetensors"))
