@@ -13,7 +13,6 @@ memory (``torch.cuda.max_memory_allocated``) is its own. Tokens/s counts the ste
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,9 +21,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig
 
-from benchmarks.common import StepClock, add_run_arguments, append_section, synchronize
+from benchmarks.common import StepClock, add_run_arguments, append_section, measure_in_process, synchronize
 
-ROOT = Path(__file__).resolve().parents[1]
 ARCHS = {  # the published configs' shapes; weights are random
     "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32),
     "tinyllama": dict(
@@ -176,8 +174,8 @@ def run_all(args) -> list[dict]:
                     save_random_checkpoint(arch, Path(paths[role]))
         for _ in range(args.repeats):  # stock and ours alternate, so drifts in clock or load hit both alike
             for case in args.cases:
-                rows.append(measure_in_process(case, paths[CASES[case][0]], args))
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                argv = case_arguments(paths[CASES[case][0]], args)
+                rows.append(measure_in_process("benchmarks.llm_training", case, argv))
     best = {}
     for row in rows:  # the fastest repeat of each case
         if row["case"] not in best or row["tokens_per_s"] > best[row["case"]]["tokens_per_s"]:
@@ -185,15 +183,10 @@ def run_all(args) -> list[dict]:
     return [best[case] for case in args.cases]
 
 
-def measure_in_process(case: str, path: str, args) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.llm_training", "--one", case, "--path", path]
-    cmd += ["--seq", str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    cmd += ["--device", args.device]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        print(done.stderr[-3000:], file=sys.stderr)
-        raise SystemExit(f"case {case} failed (exit {done.returncode})")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def case_arguments(path: str, args) -> list[str]:
+    """A worker's command line: the checkpoint, the timing settings and the device."""
+    timing = ["--seq", str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    return ["--path", path, *timing, "--device", args.device]
 
 
 def write_document(path: Path, rows: list[dict], args) -> None:

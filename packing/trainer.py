@@ -12,7 +12,6 @@ overflow skip every adapter's step: use bf16 or fp32.
 
 import copy
 import dataclasses
-import logging
 import os
 
 import safetensors.torch
@@ -24,7 +23,6 @@ from init_schemes import apply_init
 from loraplus import LoraPlusTrainer
 from packing.layers import PackedHead, PackedLoraLinear, pack_states, peft_named_parameters
 
-logger = logging.getLogger(__name__)
 PACKABLE = {  # what the configurations of one pack may differ in
     "learning_rate",
     "lora_init",
