@@ -94,6 +94,9 @@ def load_sequence_classifier(model_path: str, num_labels: int, model_args: Model
     model = _load(AutoModelForSequenceClassification, model_path, model_args, num_labels=num_labels)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
+    # The classifiers' loss is the mean over the micro-batch and ignores `num_items_in_batch`, which the Trainer
+    # would hand them because their forward takes **kwargs; told so, it divides by the accumulation steps instead.
+    model.accepts_loss_kwargs = False
     return _prepare_quantized(model, gradient_checkpointing=True)
 
 

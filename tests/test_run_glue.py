@@ -111,3 +111,22 @@ def test_recorder_keeps_earlier_evaluations_when_a_run_resumes(tmp_path):
     assert saved["best"]["step"] == 10
     fresh = RunRecorder(str(tmp_path), "accuracy")
     assert fresh.state["evaluations"] == []
+
+
+def test_two_accumulated_micro_batches_train_as_one_batch_of_their_size(no_dropout_bert, tiny_glue_dir, tmp_path):
+    """With gradient accumulation the logged loss, the clipped gradient and the divergence threshold are those of
+    the whole batch's mean loss, not of its sum over micro-batches."""
+    settings = ["--lora_dropout", "0", "--learning_rate", "3e-3", "--save_strategy", "steps", "--save_steps", "6"]
+    settings += ["--max_steps", "6", "--max_grad_norm", "0.05"]
+    whole = run(no_dropout_bert, tiny_glue_dir, tmp_path / "whole", "sst2", *settings)
+    halves = ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2"]
+    split = run(no_dropout_bert, tiny_glue_dir, tmp_path / "split", "sst2", *settings, *halves)
+    assert whole["status"] == split["status"] == "done"
+
+    def logged(out: Path) -> list[float]:
+        state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+        return [row["loss"] for row in state["log_history"] if "loss" in row]
+
+    assert len(logged(tmp_path / "whole")) == 6
+    assert logged(tmp_path / "split") == pytest.approx(logged(tmp_path / "whole"), rel=1e-5)
+    assert split["final"]["eval_loss"] == pytest.approx(whole["final"]["eval_loss"], rel=1e-5)
