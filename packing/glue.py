@@ -18,6 +18,7 @@ from finetune.glue_data import EncodedDataset
 from finetune.metrics import predictions_from_logits, task_metrics
 from finetune.modeling import add_lora, load_sequence_classifier, load_tokenizer
 from finetune.results import resolved_config
+from packing.probe import longest, probe_args
 from packing.results import PackResults, evaluated_at, train_pack
 from packing.trainer import PackedModel, PackedTrainer, check_packable, initial_states, pack_for_training
 
@@ -50,19 +51,56 @@ def default_pack_dir(members: list[str]) -> str:
     return str(first.parent / f"pack-{first.name}-k{len(members)}")
 
 
-def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:
-    """Train run_glue.py's K configurations `argvs` as one pack (checkpoints in `pack_dir`, by default a folder
-    beside the first configuration's); 0 when every configuration ended done or diverged."""
+def prepare_pack(argvs: list[list[str]]) -> tuple:
+    """The K configurations' arguments (checked: they may share a pack), the data and the model path."""
     prepared = [run_glue.prepare(argv) for argv in argvs]
     all_args = [args for args, _, _ in prepared]
     check_packable(all_args)
-    (model_args, lora_args, data_args, train_args), data, model_path = prepared[0]
-    task, k = data_args.task, len(prepared)
+    _, data, model_path = prepared[0]
+    return all_args, data, model_path
+
+
+def load_pack(all_args: list[tuple], model_path: str) -> tuple:
+    """The PEFT model as each single run builds it (not packed yet), each configuration's starting adapter and init
+    record, and the tokenizer."""
+    model_args, lora_args, data_args, train_args = all_args[0]
     set_seed(train_args.seed)  # as the single runs: the head's init comes from this seed
     tokenizer = load_tokenizer(model_path, model_args)
-    model = load_sequence_classifier(model_path, task.num_labels, model_args, tokenizer.pad_token_id)
+    model = load_sequence_classifier(model_path, data_args.task.num_labels, model_args, tokenizer.pad_token_id)
     model, _ = add_lora(model, lora_args, train_args.init_spec(), "SEQ_CLS")
     states, records = initial_states(model, all_args)
+    return model, states, records, tokenizer
+
+
+def pack_trainer(model, all_args: list[tuple], states: list[dict], tokenizer, pack_args, **kwargs) -> PackedTrainer:
+    """`model` packed with `states`, in a PackedTrainer with `pack_args` (`kwargs`: datasets and hooks)."""
+    packed, groups, loss_scaling = pack_for_training(model, all_args, states)
+    task = all_args[0][2].task
+    wrapper = PackedClassifier(packed, len(all_args), task.is_regression, pack_args.divergence_loss_threshold)
+    collator = DataCollatorWithPadding(tokenizer)
+    return PackedTrainer(
+        model=wrapper, args=pack_args, data_collator=collator, processing_class=tokenizer, adapter_groups=groups,
+        loss_scaling=loss_scaling, **kwargs,
+    )  # fmt: skip
+
+
+def probe_trainer(argvs: list[list[str]], scratch: str) -> PackedTrainer:
+    """A pack of `argvs` set to train a few steps on its longest examples (see `packing.probe`)."""
+    all_args, data, model_path = prepare_pack(argvs)
+    model, states, _, tokenizer = load_pack(all_args, model_path)
+    train_args, length = all_args[0][3], all_args[0][2].max_seq_length
+    train = EncodedDataset(data.train, tokenizer, length)
+    args = probe_args(train_args, scratch)
+    return pack_trainer(model, all_args, states, tokenizer, args, train_dataset=longest(train, args.train_batch_size))
+
+
+def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:
+    """Train run_glue.py's K configurations `argvs` as one pack (checkpoints in `pack_dir`, by default a folder
+    beside the first configuration's); 0 when every configuration ended done or diverged."""
+    all_args, data, model_path = prepare_pack(argvs)
+    model, states, records, tokenizer = load_pack(all_args, model_path)
+    data_args, train_args = all_args[0][2], all_args[0][3]
+    task = data_args.task
     data_record = {"source": data.source, "train": len(data.train), **{n: len(v) for n, v in data.evals.items()}}
     configs = []
     for args, record in zip(all_args, records, strict=True):
@@ -71,35 +109,26 @@ def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:
         configs.append(resolved_config(sections, {**extras, **args[3].training_record(model)}))
     pack_dir = pack_dir or default_pack_dir([args[3].output_dir for args in all_args])
     results = PackResults(all_args, configs, pack_dir, task.primary_metric, higher_is_better=True)
-
-    packed, groups, loss_scaling = pack_for_training(model, all_args, states)
-    wrapper = PackedClassifier(packed, k, task.is_regression, train_args.divergence_loss_threshold)
     evals = {n: EncodedDataset(ex, tokenizer, data_args.max_seq_length, True) for n, ex in data.evals.items()}
 
     def evaluate(step: int, epoch: float | None) -> dict:
         rows = evaluate_pack(trainer, evals, task)
-        return results.add_evaluations({index: rows[index] for index in wrapper.live}, step, epoch)
+        return results.add_evaluations({index: rows[index] for index in trainer.model.live}, step, epoch)
 
     pack_args = copy.copy(train_args)  # checkpoints go to the pack's own folder, beside its members' run folders
     pack_args.output_dir = pack_dir
-    trainer = PackedTrainer(
-        model=wrapper,
-        args=pack_args,
+    trainer = pack_trainer(
+        model, all_args, states, tokenizer, pack_args,
         train_dataset=EncodedDataset(data.train, tokenizer, data_args.max_seq_length),
         eval_dataset=next(iter(evals.values())),  # the Trainer asks for one; `evaluate_fn` scores them all
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-        adapter_groups=groups,
-        on_divergence=results.on_divergence,
-        evaluate_fn=evaluate,
-        loss_scaling=loss_scaling,
-    )
+        on_divergence=results.on_divergence, evaluate_fn=evaluate,
+    )  # fmt: skip
 
     def final_metrics() -> dict[int, dict]:  # the last evaluation, taken now unless it was taken at the last step
-        last = trainer.state.global_step
-        if not all(evaluated_at(results.recorders[index], last) for index in wrapper.live):
+        last, live = trainer.state.global_step, trainer.model.live
+        if not all(evaluated_at(results.recorders[index], last) for index in live):
             evaluate(last, trainer.state.epoch)
-        return {index: results.recorders[index].state["evaluations"][-1] for index in wrapper.live}
+        return {index: results.recorders[index].state["evaluations"][-1] for index in live}
 
     train_pack(trainer, results, final_metrics, model, tokenizer)
     return 0

@@ -25,6 +25,7 @@ from finetune.lm_eval import evaluate_task
 from finetune.modeling import add_lora, load_causal_lm
 from packing.glue import default_pack_dir
 from packing.layers import unpacked
+from packing.probe import longest, probe_args
 from packing.results import PackResults, train_pack
 from packing.trainer import PackedModel, PackedTrainer, check_packable, initial_states, pack_for_training
 
@@ -89,20 +90,53 @@ def heldout_losses(trainer, dataset) -> list[float]:
     return (total / max(count, 1)).tolist()
 
 
-def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:
-    """Train run_llm.py's K configurations `argvs` as one pack (checkpoints in `pack_dir`, by default a folder
-    beside the first configuration's); 0 when every configuration ended done or diverged."""
-    first, data, encoded, tokenizer, model_path = run_llm.prepare(argvs[0])  # the data: the same for all
+def prepare_pack(argvs: list[list[str]]) -> tuple:
+    """The K configurations' arguments (checked: they may share a pack), the data (read once: the same for all), its
+    encoding, the tokenizer and the model path."""
+    first, data, encoded, tokenizer, model_path = run_llm.prepare(argvs[0])
     all_args = [first, *(run_llm.parse(argv) for argv in argvs[1:])]
     check_packable(all_args)
-    model_args, lora_args, data_args, train_args = first
-    k = len(all_args)
+    return all_args, data, encoded, tokenizer, model_path
+
+
+def load_pack(all_args: list[tuple], model_path: str) -> tuple:
+    """The PEFT model as each single run builds it (not packed yet), each configuration's starting adapter and init
+    record."""
+    model_args, lora_args, _, train_args = all_args[0]
     set_seed(train_args.seed)
     model = load_causal_lm(model_path, model_args, train_args.gradient_checkpointing)
     model, _ = add_lora(model, lora_args, train_args.init_spec(), "CAUSAL_LM")
     if not (model_args.load_in_4bit or model_args.load_in_8bit):
         model.to(train_args.device)
     states, records = initial_states(model, all_args)
+    return model, states, records
+
+
+def pack_trainer(model, all_args, states, tokenizer, encoded, pack_args, **kwargs) -> PackedTrainer:
+    """`model` packed with `states`, in a PackedTrainer with `pack_args` (`kwargs`: datasets and hooks)."""
+    packed, groups, loss_scaling = pack_for_training(model, all_args, states)
+    wrapper = PackedCausalLM(packed, len(all_args), pack_args.divergence_loss_threshold)
+    return PackedTrainer(
+        model=wrapper, args=pack_args, data_collator=encoded.collate, processing_class=tokenizer,
+        adapter_groups=groups, loss_scaling=loss_scaling, **kwargs,
+    )  # fmt: skip
+
+
+def probe_trainer(argvs: list[list[str]], scratch: str) -> PackedTrainer:
+    """A pack of `argvs` set to train a few steps on its longest examples (see `packing.probe`)."""
+    all_args, _, encoded, tokenizer, model_path = prepare_pack(argvs)
+    model, states, _ = load_pack(all_args, model_path)
+    args = probe_args(all_args[0][3], scratch)
+    train = longest(encoded.train, args.train_batch_size)
+    return pack_trainer(model, all_args, states, tokenizer, encoded, args, train_dataset=train)
+
+
+def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:
+    """Train run_llm.py's K configurations `argvs` as one pack (checkpoints in `pack_dir`, by default a folder
+    beside the first configuration's); 0 when every configuration ended done or diverged."""
+    all_args, data, encoded, tokenizer, model_path = prepare_pack(argvs)
+    model, states, records = load_pack(all_args, model_path)
+    data_args, train_args = all_args[0][2], all_args[0][3]
     configs = [
         run_llm.run_record(args, data, encoded, model, model_path, record)
         for args, record in zip(all_args, records, strict=True)
@@ -112,34 +146,25 @@ def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:
     batch, task = train_args.per_device_eval_batch_size, (encoded, data, data_args)
     results.record("before", evaluate_task(model, tokenizer, *task, batch))  # BA = 0: the base model, for all
 
-    packed, groups, loss_scaling = pack_for_training(model, all_args, states)
-    wrapper = PackedCausalLM(packed, k, train_args.divergence_loss_threshold)
-
     def evaluate(step: int, epoch: float | None) -> dict:
         losses = heldout_losses(trainer, encoded.heldout)
-        rows = {i: [{"eval_loss": losses[i], "eval_perplexity": math.exp(min(losses[i], 700))}] for i in wrapper.live}
+        rows = {
+            i: [{"eval_loss": losses[i], "eval_perplexity": math.exp(min(losses[i], 700))}] for i in trainer.model.live
+        }
         return results.add_evaluations(rows, step, epoch)
 
     def final_metrics() -> dict[int, dict]:
         finals = {}
-        for index in wrapper.live:
+        for index in trainer.model.live:
             with unpacked(model, index) as single, as_prepared(single, trainer.accelerator):
                 finals[index] = evaluate_task(single, tokenizer, *task, batch)
         return finals
 
     pack_args = copy.copy(train_args)  # checkpoints go to the pack's own folder, beside its members' run folders
     pack_args.output_dir = pack_dir
-    trainer = PackedTrainer(
-        model=wrapper,
-        args=pack_args,
-        train_dataset=encoded.train,
-        eval_dataset=encoded.heldout,
-        data_collator=encoded.collate,
-        processing_class=tokenizer,
-        adapter_groups=groups,
-        on_divergence=results.on_divergence,
-        evaluate_fn=evaluate,
-        loss_scaling=loss_scaling,
-    )
+    trainer = pack_trainer(
+        model, all_args, states, tokenizer, encoded, pack_args, train_dataset=encoded.train,
+        eval_dataset=encoded.heldout, on_divergence=results.on_divergence, evaluate_fn=evaluate,
+    )  # fmt: skip
     train_pack(trainer, results, final_metrics, model, tokenizer, summary)
     return 0

@@ -119,8 +119,9 @@ class PackedTrainer(LoraPlusTrainer):
     """The Trainer's loop over a PackedModel: per-adapter optimizer groups, clipping and divergence; checkpoints
     that hold the adapters only."""
 
-    def __init__(self, *args, adapter_groups, on_divergence, evaluate_fn, loss_scaling: dict, **kwargs):
-        self.adapter_groups, self.on_divergence, self.evaluate_fn = adapter_groups, on_divergence, evaluate_fn
+    def __init__(self, *args, adapter_groups, loss_scaling: dict, on_divergence=None, evaluate_fn=None, **kwargs):
+        self.adapter_groups, self.evaluate_fn = adapter_groups, evaluate_fn
+        self.on_divergence = on_divergence or (lambda index, step, reason: None)
         super().__init__(*args, **kwargs)
         for name, value in loss_scaling.items():  # as the single runs' Trainer (see `single_run_trainer`)
             setattr(self, name, value)

@@ -6,6 +6,7 @@
     python -m sweeps status launch/sweeps/embedded_mini.yaml           # done / diverged / failed / running / pending
     python -m sweeps run launch/sweeps/embedded_mini.yaml --retry-failed
     python -m sweeps run launch/sweeps/embedded_mini.yaml --pack 10       # 10 configurations per base, one process
+    python -m sweeps run launch/sweeps/glue_roberta_large_packed.yaml --pack auto --pack-memory 24   # fit 24 GiB
     python -m sweeps report launch/sweeps/embedded_mini.yaml           # summary.csv, best.csv, figures
 
 ``run`` is idempotent: finished points are skipped, interrupted ones resume, points another process is running are
@@ -35,10 +36,31 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--retry-failed", action="store_true", help="run: run failed points again")
     parser.add_argument("--no-wait", action="store_true", help="run, slurm: submit and return")
     parser.add_argument(
-        "--pack", type=int, default=None, help="run: train up to K compatible points at once on one base "
-        "(points differing only in learning rate, init, LoRA+ ratio). Default: the file's pack, or 1"
+        "--pack", default=None, metavar="K|auto", help="run: train up to K compatible points at once on one base "
+        "(points differing only in learning rate, init, LoRA+ ratio); auto: as many as fit the device's memory, "
+        "measured. Default: the file's pack, or 1"
+    )  # fmt: skip
+    parser.add_argument(
+        "--pack-memory", type=float, default=None, metavar="GIB", help="run, --pack auto: the memory a pack may "
+        "use, in GiB (default: the whole GPU; CPU workers share the machine's memory)"
     )  # fmt: skip
     return parser.parse_args(argv)
+
+
+def pack_sizer(sweep, args):
+    """The pack size `run` uses: --pack, else the file's; "auto" becomes an AutoPack for the slots runs go to."""
+    pack = sweep.pack if args.pack is None else args.pack
+    if pack != "auto":
+        if args.pack_memory is not None:
+            raise ConfigError("--pack-memory is for --pack auto")
+        return pack
+    from sweeps.autopack import AutoPack
+    from sweeps.local import slots
+
+    if args.backend == "slurm":
+        gpus = int(sweep.slurm.get("gpus_per_run", 0) or 0)
+        return AutoPack(sweep, ["0"] if gpus else [None], args.pack_memory, needs_gpu=bool(gpus))
+    return AutoPack(sweep, slots(sweep, args.workers), args.pack_memory)
 
 
 def forget_failures(points) -> int:
@@ -80,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         sweep = load_sweep(args.sweep)
         points = validate(sweep) if args.command == "run" else sweep.points()
         if args.pack is not None:
-            check_pack(args.pack, "--pack")
+            args.pack = check_pack(args.pack, "--pack")
         if args.command == "run":
+            args.pack = pack_sizer(sweep, args)
             sweep.jobs(points, args.pack)  # a point a pack cannot take is an error now, not a failed run later
     except ConfigError as err:
         print(f"sweeps: error: {err}", file=sys.stderr)

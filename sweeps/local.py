@@ -48,7 +48,7 @@ def start(job: Job, gpu: str | None) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
 
 
-def run_local(sweep: Sweep, points: list[Point], workers: int | None = None, pack: int | None = None) -> None:
+def run_local(sweep: Sweep, points: list[Point], workers: int | None = None, pack=None) -> None:
     """Run every point that is pending or interrupted (in packs of up to `pack`, default the file's); wait for
     points other processes are running."""
     free = slots(sweep, workers)
@@ -84,7 +84,7 @@ def run_local(sweep: Sweep, points: list[Point], workers: int | None = None, pac
         write_results(sweep, points)
 
 
-def dry_run(sweep: Sweep, points: list[Point], pack: int | None = None) -> str:
+def dry_run(sweep: Sweep, points: list[Point], pack=None) -> str:
     """The command each job would run, with its points' statuses (a pack lists its members' commands)."""
     lines = []
     for job in sweep.jobs(points, pack):

@@ -45,7 +45,7 @@ def executor_for(sweep: Sweep):
     return executor
 
 
-def run_slurm(sweep: Sweep, points: list[Point], wait: bool = True, pack: int | None = None) -> list:
+def run_slurm(sweep: Sweep, points: list[Point], wait: bool = True, pack=None) -> list:
     """Submit the pending and interrupted points (in packs of up to `pack`, default the file's) as one job array;
     wait for it (with a progress bar) unless told not to. Returns the submitit jobs."""
     todo = sweep.jobs([p for p in points if point_status(p) in ("pending", "interrupted")], pack)

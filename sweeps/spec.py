@@ -112,13 +112,16 @@ class Sweep:
     local: dict = field(default_factory=dict)
     slurm: dict = field(default_factory=dict)
     path: Path | None = None
-    pack: int = 1
+    pack: int | str = 1  # or "auto"
 
-    def jobs(self, points: list[Point], pack: int | None = None) -> list[Job]:
+    def jobs(self, points: list[Point], pack=None) -> list[Job]:
         """`points` as jobs: packs of up to `pack` (default: the file's) points that differ only in what a pack
-        may vary (learning rate, init scheme, LoRA+ ratio), in grid order; single points otherwise."""
+        may vary (learning rate, init scheme, LoRA+ ratio), in grid order; single points otherwise. `pack` may be
+        a function of each group's points (`sweeps.autopack.AutoPack`)."""
         size = self.pack if pack is None else pack
-        if size <= 1:
+        if size == "auto":
+            raise ConfigError("pack: auto is sized by `python -m sweeps run`, which measures the packs")
+        if not callable(size) and size <= 1:
             return [Job([p]) for p in points]
         from packing.trainer import PACKABLE
 
@@ -137,8 +140,9 @@ class Sweep:
             groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(point)
         jobs = []
         for members in groups.values():
-            for start in range(0, len(members), size):
-                chunk = members[start : start + size]
+            step = size(members) if callable(size) else size
+            for start in range(0, len(members), step):
+                chunk = members[start : start + step]
                 if len(chunk) == 1:
                     jobs.append(Job(chunk))
                     continue
@@ -202,10 +206,15 @@ def load_sweep(path: str | Path) -> Sweep:
     )
 
 
-def check_pack(pack, where: str) -> int:
-    """A pack size: a positive integer (both runners train packs)."""
+def check_pack(pack, where: str) -> int | str:
+    """A pack size: a positive integer, or "auto" (the largest that fits the device's memory; both runners train
+    packs)."""
+    if pack == "auto":
+        return pack
+    if isinstance(pack, str) and pack.isdigit():
+        pack = int(pack)
     if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
-        raise ConfigError(f"{where}: pack must be a positive integer, got {pack!r}")
+        raise ConfigError(f"{where}: pack must be a positive integer or auto, got {pack!r}")
     return pack
 
 

@@ -1,0 +1,158 @@
+"""How many configurations fit in one pack: measure the peak memory of packs of 1 and 2 and extrapolate.
+
+    python -m packing.probe <pack.json> K      # trains the first K members 2 steps; prints {"peak_bytes": …}
+
+A pack's memory is close to linear in its size K: the frozen base, once, plus per configuration its adapter, its
+gradients and optimizer state, and its slice of the activations. The probe trains packs of 1 and 2 for a few steps
+on the longest examples of the training set, padded as the run pads them (so no later batch is longer), then
+`fit` solves for the largest K within a memory budget.
+
+Peak memory is read where the pack trains: on a GPU, the CUDA allocator's peak reservation; on a CPU, the peak of
+the bytes held by live tensors (counted by `TensorBytes`), which leaves out the Python process's own few hundred
+MB. Nothing is written to the members' run folders.
+"""
+
+import copy
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import weakref
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from finetune.arguments import ConfigError
+
+HEADROOM = 0.9  # of the budget: the CUDA context, allocator fragmentation, and batches longer than the probe's
+STEPS = 2  # the first step allocates the optimizer state; the second is a steady step
+
+
+class TensorBytes(TorchDispatchMode):
+    """While active: the bytes held by live tensor storages, and their peak. Storages that exist before are counted
+    when passed in (`objects`: tensors or modules), or as soon as an operation returns them."""
+
+    def __init__(self, *objects):
+        super().__init__()
+        self.live, self.now, self.peak = set(), 0, 0
+        for item in objects:
+            for tensor in item.state_dict(keep_vars=True).values() if isinstance(item, torch.nn.Module) else [item]:
+                self.add(tensor)
+
+    def add(self, tensor) -> None:
+        if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
+            return
+        storage = tensor.untyped_storage()  # one Python object per storage while it lives, finalized as it dies
+        key = id(storage)
+        if key in self.live:
+            return
+        size = storage.nbytes()
+        self.live.add(key)
+        self.now += size
+        self.peak = max(self.peak, self.now)
+        weakref.finalize(storage, self.drop, key, size)
+
+    def drop(self, key: int, size: int) -> None:
+        if key in self.live:
+            self.live.discard(key)
+            self.now -= size
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            self.add(tensor)
+        return out
+
+
+def probe_args(train_args, output_dir: str, steps: int = STEPS):
+    """`train_args` for a probe: `steps` steps into a scratch folder, with no evaluation, checkpoint or logging."""
+    args = copy.copy(train_args)
+    args.output_dir, args.max_steps, args.resume_from_checkpoint = output_dir, steps, None
+    args.eval_strategy = args.save_strategy = args.logging_strategy = "no"
+    args.report_to, args.disable_tqdm = [], True
+    args.gradient_accumulation_steps = 1  # memory is that of one micro-batch
+    return args
+
+
+def longest(dataset, count: int) -> torch.utils.data.Subset:
+    """The `count` longest items of `dataset` (by their input_ids), repeated if it has fewer."""
+    lengths = [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+    order = sorted(range(len(dataset)), key=lambda i: -lengths[i])
+    return torch.utils.data.Subset(dataset, [order[i % len(order)] for i in range(count)])
+
+
+def measure(trainer) -> dict:
+    """Train `trainer` (a probe's) and return its peak memory in bytes, how it was measured, and the device's whole
+    memory."""
+    device = trainer.args.device
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        trainer.train()
+        properties = torch.cuda.get_device_properties(device)
+        return {
+            "peak_bytes": torch.cuda.max_memory_reserved(device), "measured_by": "CUDA allocator",
+            "device": properties.name, "device_bytes": properties.total_memory,
+        }  # fmt: skip
+    counter = TensorBytes(trainer.model)
+    with counter:
+        trainer.train()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"peak_bytes": counter.peak, "measured_by": "live tensor bytes", "device": "CPU", "device_bytes": memory}
+
+
+def probe(runner_module: str, members: list[list[str]], k: int) -> dict:
+    """The peak memory of a pack of the first `k` of `members` (argvs of one runner), measured in this process."""
+    module = importlib.import_module(runner_module)
+    with tempfile.TemporaryDirectory(prefix="pack-probe-") as scratch:
+        members = [[*argv, "--output_dir", f"{scratch}/member{i}"] for i, argv in enumerate(members[:k])]
+        trainer = module.probe_trainer(members, scratch)
+        return {"k": k, **measure(trainer)}
+
+
+def probe_in_subprocess(pack_file: Path, k: int, gpu: str | None = None) -> dict:
+    """`probe` in a fresh process (its memory is the pack's alone) that sees GPU `gpu` only, or none for None;
+    raises ConfigError with the end of its output if it fails."""
+    project = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu if gpu is not None else ""}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project, env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "packing.probe", str(pack_file), str(k)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise ConfigError(f"pack auto: measuring a pack of {k} ({pack_file}) failed:\n{tail}")
+    return json.loads(lines[-1])
+
+
+def fit(peaks: dict[int, int], budget_bytes: float, largest: int) -> tuple[int, dict]:
+    """The largest pack size (1 … `largest`) whose extrapolated peak is within HEADROOM of `budget_bytes`, from the
+    peaks measured for packs of 1 and 2; with the fitted line (base, per configuration) and the pack's estimate."""
+    if 2 not in peaks:
+        return 1, {"base_bytes": peaks[1], "per_configuration_bytes": None, "estimate_bytes": peaks[1]}
+    per = max(peaks[2] - peaks[1], 1)
+    base = peaks[1] - per
+    k = math.floor((HEADROOM * budget_bytes - base) / per)
+    k = max(1, min(largest, k))
+    return k, {"base_bytes": base, "per_configuration_bytes": per, "estimate_bytes": base + k * per}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or not argv[1].isdigit():
+        print("usage: python -m packing.probe <pack.json> K", file=sys.stderr)
+        return 2
+    from packing.__main__ import RUNNERS
+
+    spec = json.loads(Path(argv[0]).read_text())
+    print(json.dumps(probe(RUNNERS[spec["runner"]], spec["members"], int(argv[1]))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
