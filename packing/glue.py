@@ -90,8 +90,12 @@ def probe_trainer(argvs: list[list[str]], scratch: str) -> PackedTrainer:
     model, states, _, tokenizer = load_pack(all_args, model_path)
     train_args, length = all_args[0][3], all_args[0][2].max_seq_length
     train = EncodedDataset(data.train, tokenizer, length)
+    held_out = torch.utils.data.ConcatDataset([EncodedDataset(ex, tokenizer, length) for ex in data.evals.values()])
     args = probe_args(train_args, scratch)
-    return pack_trainer(model, all_args, states, tokenizer, args, train_dataset=longest(train, args.train_batch_size))
+    return pack_trainer(
+        model, all_args, states, tokenizer, args, train_dataset=longest(train, args.train_batch_size),
+        eval_dataset=longest(held_out, args.eval_batch_size),
+    )  # fmt: skip
 
 
 def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:

@@ -128,7 +128,8 @@ def probe_trainer(argvs: list[list[str]], scratch: str) -> PackedTrainer:
     model, states, _ = load_pack(all_args, model_path)
     args = probe_args(all_args[0][3], scratch)
     train = longest(encoded.train, args.train_batch_size)
-    return pack_trainer(model, all_args, states, tokenizer, encoded, args, train_dataset=train)
+    held_out = longest(encoded.heldout, args.eval_batch_size) if encoded.heldout is not None else None
+    return pack_trainer(model, all_args, states, tokenizer, encoded, args, train_dataset=train, eval_dataset=held_out)
 
 
 def run_packed(argvs: list[list[str]], pack_dir: str | None = None) -> int:

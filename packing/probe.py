@@ -4,8 +4,8 @@
 
 A pack's memory is close to linear in its size K: the frozen base, once, plus per configuration its adapter, its
 gradients and optimizer state, and its slice of the activations. The probe trains packs of 1 and 2 for a few steps
-on the longest examples of the training set, padded as the run pads them (so no later batch is longer), then
-`fit` solves for the largest K within a memory budget.
+on the longest examples of the training set, padded as the run pads them (so no later batch is longer), runs one
+packed evaluation batch of the longest held-out examples, then `fit` solves for the largest K within a memory budget.
 
 Peak memory is read where the pack trains: on a GPU, the CUDA allocator's peak reservation; on a CPU, the peak of
 the bytes held by live tensors (counted by `TensorBytes`), which leaves out the Python process's own few hundred
@@ -70,12 +70,14 @@ class TensorBytes(TorchDispatchMode):
 
 
 def probe_args(train_args, output_dir: str, steps: int = STEPS):
-    """`train_args` for a probe: `steps` steps into a scratch folder, with no evaluation, checkpoint or logging."""
+    """`train_args` for a probe: `steps` steps into a scratch folder, with no evaluation, checkpoint or logging, and
+    no divergence (a frozen adapter would hold no optimizer state and lower the peak)."""
     args = copy.copy(train_args)
     args.output_dir, args.max_steps, args.resume_from_checkpoint = output_dir, steps, None
     args.eval_strategy = args.save_strategy = args.logging_strategy = "no"
     args.report_to, args.disable_tqdm = [], True
     args.gradient_accumulation_steps = 1  # memory is that of one micro-batch
+    args.divergence_loss_threshold = math.inf
     return args
 
 
@@ -86,22 +88,35 @@ def longest(dataset, count: int) -> torch.utils.data.Subset:
     return torch.utils.data.Subset(dataset, [order[i % len(order)] for i in range(count)])
 
 
+def train_and_evaluate(trainer) -> None:
+    """The probe's steps: `trainer`'s training steps, then one packed evaluation batch (the longest, at the
+    evaluation batch size) as the packed evaluations run it, when the trainer has an evaluation set."""
+    trainer.train()
+    if trainer.eval_dataset is None:
+        return
+    trainer.model.eval()
+    with torch.no_grad():
+        batch = next(iter(trainer.get_eval_dataloader()))
+        trainer.model(**batch)
+
+
 def measure(trainer) -> dict:
-    """Train `trainer` (a probe's) and return its peak memory in bytes, how it was measured, and the device's whole
-    memory."""
+    """Run `trainer` (a probe's) and return its peak memory in bytes, how it was measured, and the device's whole
+    memory; `out_of_memory` when the pack did not fit."""
     device = trainer.args.device
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        trainer.train()
         properties = torch.cuda.get_device_properties(device)
-        return {
-            "peak_bytes": torch.cuda.max_memory_reserved(device), "measured_by": "CUDA allocator",
-            "device": properties.name, "device_bytes": properties.total_memory,
-        }  # fmt: skip
+        figures = {"measured_by": "CUDA allocator", "device": properties.name, "device_bytes": properties.total_memory}
+        try:
+            train_and_evaluate(trainer)
+        except torch.OutOfMemoryError:
+            return {**figures, "peak_bytes": None, "out_of_memory": True}
+        return {**figures, "peak_bytes": torch.cuda.max_memory_reserved(device)}
     counter = TensorBytes(trainer.model)
     with counter:
-        trainer.train()
+        train_and_evaluate(trainer)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {"peak_bytes": counter.peak, "measured_by": "live tensor bytes", "device": "CPU", "device_bytes": memory}
 
@@ -130,15 +145,19 @@ def probe_in_subprocess(pack_file: Path, k: int, gpu: str | None = None) -> dict
     return json.loads(lines[-1])
 
 
-def fit(peaks: dict[int, int], budget_bytes: float, largest: int) -> tuple[int, dict]:
-    """The largest pack size (1 … `largest`) whose extrapolated peak is within HEADROOM of `budget_bytes`, from the
-    peaks measured for packs of 1 and 2; with the fitted line (base, per configuration) and the pack's estimate."""
+def fit(peaks: dict[int, int], budget_bytes: float) -> tuple[int, dict]:
+    """The largest pack size whose extrapolated peak is within HEADROOM of `budget_bytes` (at least 1), from the peaks
+    measured for packs of 1 and 2 (only 1: a pack of 2 did not fit); with the fitted line and the pack's estimate."""
     if 2 not in peaks:
         return 1, {"base_bytes": peaks[1], "per_configuration_bytes": None, "estimate_bytes": peaks[1]}
-    per = max(peaks[2] - peaks[1], 1)
+    per = peaks[2] - peaks[1]
+    if per <= 0:
+        raise ConfigError(
+            f"pack auto: a pack of 2 measured no more than a pack of 1 ({peaks[2]} vs {peaks[1]} bytes), so no size "
+            "can be extrapolated; give --pack K"
+        )
     base = peaks[1] - per
-    k = math.floor((HEADROOM * budget_bytes - base) / per)
-    k = max(1, min(largest, k))
+    k = max(1, math.floor((HEADROOM * budget_bytes - base) / per))
     return k, {"base_bytes": base, "per_configuration_bytes": per, "estimate_bytes": base + k * per}
 
 

@@ -6,7 +6,7 @@
     python -m sweeps status launch/sweeps/embedded_mini.yaml           # done / diverged / failed / running / pending
     python -m sweeps run launch/sweeps/embedded_mini.yaml --retry-failed
     python -m sweeps run launch/sweeps/embedded_mini.yaml --pack 10       # 10 configurations per base, one process
-    python -m sweeps run launch/sweeps/glue_roberta_large_packed.yaml --pack auto --pack-memory 24   # fit 24 GiB
+    python -m sweeps run launch/sweeps/glue_roberta_large_packed.yaml --pack auto --pack-memory 22   # fit an A10
     python -m sweeps report launch/sweeps/embedded_mini.yaml           # summary.csv, best.csv, figures
 
 ``run`` is idempotent: finished points are skipped, interrupted ones resume, points another process is running are
@@ -30,7 +30,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["run", "status", "report"])
     parser.add_argument("sweep", help="the sweep YAML file")
-    parser.add_argument("--dry-run", action="store_true", help="run: validate and print the commands only")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="run: validate and print the commands only (--pack auto still "
+        "measures packs, and keeps the figures)"
+    )  # fmt: skip
     parser.add_argument("--backend", choices=["local", "slurm"], default="local", help="run: where runs go")
     parser.add_argument("--workers", type=int, default=None, help="run, local: CPU workers (default: the file's)")
     parser.add_argument("--retry-failed", action="store_true", help="run: run failed points again")
@@ -57,9 +60,11 @@ def pack_sizer(sweep, args):
     from sweeps.autopack import AutoPack
     from sweeps.local import slots
 
-    if args.backend == "slurm":
-        gpus = int(sweep.slurm.get("gpus_per_run", 0) or 0)
-        return AutoPack(sweep, ["0"] if gpus else [None], args.pack_memory, needs_gpu=bool(gpus))
+    if args.backend == "slurm":  # measured here, on a GPU of this machine's if the runs take GPUs
+        if int(sweep.slurm.get("gpus_per_run", 0) or 0):
+            visible = [s for s in slots(sweep, None) if s is not None]
+            return AutoPack(sweep, visible[:1] or ["0"], args.pack_memory, needs_gpu=True)
+        return AutoPack(sweep, [None], args.pack_memory, default_gib=sweep.slurm.get("mem_gb"))
     return AutoPack(sweep, slots(sweep, args.workers), args.pack_memory)
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from finetune.arguments import ConfigError
 from packing.probe import HEADROOM, TensorBytes, fit, probe, probe_in_subprocess
 from sweeps.__main__ import main as sweeps_main
 from tests.test_packed_glue import argv
@@ -37,12 +38,14 @@ def test_a_linear_layers_training_step_holds_weights_gradients_and_adam_state():
 
 def test_the_fit_takes_the_most_configurations_the_budget_holds():
     peaks = {1: 1100, 2: 1200}  # base 1000, 100 per configuration
-    assert fit(peaks, (1000 + 7 * 100) / HEADROOM, largest=22)[0] == 7
-    assert fit(peaks, (1000 + 7.9 * 100) / HEADROOM, largest=22)[0] == 7
-    assert fit(peaks, 1e9, largest=22)[0] == 22  # the group is smaller than what fits
-    assert fit(peaks, 900, largest=22)[0] == 1  # nothing fits: one at a time, never zero
-    k, line = fit(peaks, (1000 + 5 * 100) / HEADROOM, largest=22)
+    assert fit(peaks, (1000 + 7 * 100) / HEADROOM)[0] == 7
+    assert fit(peaks, (1000 + 7.9 * 100) / HEADROOM)[0] == 7
+    assert fit(peaks, 900)[0] == 1  # nothing fits: one at a time, never zero
+    assert fit({1: 1100}, 1e9)[0] == 1  # a pack of 2 ran out of memory
+    k, line = fit(peaks, (1000 + 5 * 100) / HEADROOM)
     assert (k, line) == (5, {"base_bytes": 1000, "per_configuration_bytes": 100, "estimate_bytes": 1500})
+    with pytest.raises(ConfigError, match="no more than a pack of 1"):
+        fit({1: 1100, 2: 1100}, 1e9)  # no growth: nothing to extrapolate, rather than "everything fits"
 
 
 def test_a_pack_grows_linearly_and_the_predicted_size_fits(no_dropout_bert, tiny_glue_dir, tmp_path):
@@ -52,7 +55,7 @@ def test_a_pack_grows_linearly_and_the_predicted_size_fits(no_dropout_bert, tiny
     assert peaks[1] < peaks[2] < peaks[3]
     assert peaks[3] - peaks[2] == pytest.approx(peaks[2] - peaks[1], rel=0.05)
     per = peaks[2] - peaks[1]
-    k, line = fit({1: peaks[1], 2: peaks[2]}, (peaks[1] + 2.5 * per) / HEADROOM, largest=8)
+    k, line = fit({1: peaks[1], 2: peaks[2]}, (peaks[1] + 2.5 * per) / HEADROOM)
     assert k == 3 and peaks[3] <= line["estimate_bytes"] * 1.05
     assert not any((tmp_path / f"m{i}").exists() for i in range(3))  # a probe writes nothing of the members'
 
@@ -91,7 +94,7 @@ def test_pack_auto_sizes_each_setting_once_and_keeps_the_measurement(
     assert sweeps_main(["run", str(sweep), "--pack", "auto", "--pack-memory", str(budget), "--dry-run"]) == 0
     out = capsys.readouterr()
     assert out.out.count("# pack of 3") == 4 and out.out.count("# pack of 2") == 2  # 8 points per seed: 3 + 3 + 2
-    assert "3 of 8 per pack" in out.err
+    assert "3 per pack fit" in out.err
     assert [k for _, k, _ in calls] == [1, 2]  # measured once for both seeds
     kept = next((tmp_path / "out" / "packs").glob("probe_*/probe.json"))
     assert json.loads(kept.read_text())["peaks"] == {"1": 1100, "2": 1200}
@@ -114,3 +117,23 @@ def test_pack_auto_refuses_to_size_gpu_runs_from_a_cpu_measurement(
     )
     assert sweeps_main(["run", str(sweep), "--backend", "slurm", "--dry-run"]) == 2
     assert "give --pack K" in capsys.readouterr().err
+
+
+def test_a_pack_of_two_out_of_memory_runs_the_points_one_at_a_time(
+    tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch, capsys
+):
+    def fake_probe(pack_file, k, gpu=None):
+        figures = {"k": k, "measured_by": "CUDA allocator", "device": "small GPU", "device_bytes": 2**30}
+        return {**figures, "peak_bytes": None, "out_of_memory": True} if k == 2 else {**figures, "peak_bytes": 2**29}
+
+    monkeypatch.setattr("packing.probe.probe_in_subprocess", fake_probe)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        f"runner: run_glue.py\noutput_root: {tmp_path / 'out'}\npack: auto\n"
+        f"base: {{model_name_or_path: {tiny_bert_dir}, glue_dir: {tiny_glue_dir}, task_name: sst2}}\n"
+        "grid: {learning_rate: [1e-4, 2e-4], lora_init: [A, B]}\n"
+    )
+    assert sweeps_main(["run", str(sweep), "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert "# pack of" not in out.out and out.out.count("run_glue.py") == 4
+    assert "2: out of memory" in out.err and "1 per pack fit" in out.err
