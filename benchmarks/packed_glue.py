@@ -3,13 +3,16 @@ PEFT run, our single run, and packs of K configurations on one frozen base, on r
 
     python -m benchmarks.packed_glue --document docs/benchmarks.md                     # RoBERTa-large, one GPU
     python -m benchmarks.packed_glue --arch minilm --device cpu --packs 1 4 --steps 6  # CPU, the embedded MiniLM
+    python -m benchmarks.packed_glue --compile --document docs/benchmarks.md           # ours and packs compiled
 
 Stock: `get_peft_model` (LoRA r = 8 on query/value) and a plain `transformers.Trainer`, as PEFT's docs show it. Ours:
 `finetune.modeling.add_lora` and `LoraPlusTrainer`, as run_glue.py calls them. Packed: `packing.glue`'s
 `PackedClassifier` and `PackedTrainer`, K configurations of different learning rates and init schemes. Every case
 trains `--batch` samples per configuration per step, in its own process; samples/s counts every configuration's
 samples over the steps after `--warmup`. A sweep of N configurations run one after another runs at the single-run
-rate, so the packed rate over the stock rate is the sweep's speed-up.
+rate, so the packed rate over the stock rate is the sweep's speed-up. With `--compile`, ours and the packs train under
+`--torch_compile true` (inductor; compiling happens in the first step, which `--warmup` leaves out); stock stays the
+uncompiled baseline.
 """
 
 import argparse
@@ -93,7 +96,9 @@ def run_case(case: str, args) -> float:
         configurations = 1
     elif case == "ours":
         peft_model, _ = add_lora(model, lora, InitSpec("A", seed=0), "SEQ_CLS")
-        train_args = training_args(TrainArguments, args, args.batch, train_sampling_strategy="random")
+        train_args = training_args(
+            TrainArguments, args, args.batch, train_sampling_strategy="random", torch_compile=args.compile
+        )
         trainer = LoraPlusTrainer(model=peft_model, args=train_args, train_dataset=data, callbacks=[timer])
         configurations = 1
     else:
@@ -123,7 +128,7 @@ def packed_trainer(model, lora, k: int, data, args, callback):
 
 def vars_of(args, index: int) -> dict:
     """Configuration `index` of a pack: its own learning rate and init scheme, the rest shared."""
-    base = training_args(dict, args, args.batch, train_sampling_strategy="random")
+    base = training_args(dict, args, args.batch, train_sampling_strategy="random", torch_compile=args.compile)
     return {**base, "learning_rate": 1e-4 * 1.5**index, "lora_init": "AB"[index % 2]}
 
 
@@ -153,6 +158,7 @@ def main() -> None:
     parser.add_argument("--packs", type=int, nargs="+", default=[1, 4, 11, 22], help="pack sizes K to measure")
     parser.add_argument("--batch", type=int, default=4, help="samples per configuration per step")
     parser.add_argument("--seq", type=int, default=128, help="tokens per sample")
+    parser.add_argument("--compile", action="store_true", help="ours and the packs under torch.compile")
     add_run_arguments(parser, steps=30, warmup=5)
     args = parser.parse_args()
     if args.one:
@@ -166,7 +172,8 @@ def main() -> None:
     print(table(rows))
     if args.document:
         body = f"{args.arch}, sequence {args.seq}, LoRA r = 8 on query/value; {args.steps} steps, the first "
-        body += f"{args.warmup} not timed.\n\n{table(rows)}"
+        compiled = "; ours and the packs under torch.compile" if args.compile else ""
+        body += f"{args.warmup} not timed{compiled}.\n\n{table(rows)}"
         append_section(args.document, "Packed sweeps", "benchmarks.packed_glue", args.device, body)
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch._dynamo.utils import counters
 from transformers import RobertaConfig, RobertaModel
 
 import run_glue
@@ -96,6 +97,30 @@ def test_a_diverging_configuration_is_frozen_and_the_others_keep_their_results(
     assert sane["final"]["eval_loss"] == pytest.approx(single["final"]["eval_loss"], rel=1e-5)
     for name, value in adapter(tmp_path / "alone").items():
         torch.testing.assert_close(adapter(tmp_path / "packed0")[name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_a_compiled_pack_traces_whole_and_equals_its_uncompiled_single_runs(no_dropout_bert, tiny_glue_dir, tmp_path):
+    """--torch_compile in a pack: dynamo captures the packed model without a graph break (on a GPU every break costs
+    kernel launches) and training gives the single runs' results. aot_eager traces as inductor would, without a C
+    compiler."""
+    compiled = ["--torch_compile", "true", "--torch_compile_backend", "aot_eager"]
+    configs = CONFIGS[1:3]
+    for i, config in enumerate(configs):
+        assert run_glue.main(argv(no_dropout_bert, tiny_glue_dir, tmp_path / f"single{i}", *config)) == 0
+    torch._dynamo.reset()
+    counters.clear()
+    members = [
+        argv(no_dropout_bert, tiny_glue_dir, tmp_path / f"packed{i}", *c, *compiled) for i, c in enumerate(configs)
+    ]
+    assert run_packed(members) == 0
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])
+    for i in range(len(configs)):
+        single = json.loads((tmp_path / f"single{i}" / "metrics.json").read_text())
+        ours = json.loads((tmp_path / f"packed{i}" / "metrics.json").read_text())
+        assert ours["final"]["eval_loss"] == pytest.approx(single["final"]["eval_loss"], rel=1e-5)
+        for name, value in adapter(tmp_path / f"single{i}").items():
+            mine = adapter(tmp_path / f"packed{i}")[name]
+            assert (mine - value).norm() / value.norm().clamp_min(1e-12) <= 1e-5, name
 
 
 def test_a_pack_whose_adapters_all_diverged_resumes_to_the_same_ending(no_dropout_bert, tiny_glue_dir, tmp_path):
