@@ -1,6 +1,7 @@
 """The SLURM backend against a real single-node SLURM (Debian's slurmctld, slurmd and munge on localhost), started by
 this module and stopped after it. Skipped where those daemons are not installed; `.ci/run` installs them."""
 
+import json
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 import sweeps.__main__ as cli
+from tests.test_packed_sweep import NUMBERS, tiny_sweep
 from tests.test_sweeps import COMPARED, write_sweep
 
 DAEMONS = ("slurmctld", "slurmd", "munged", "sbatch")
@@ -105,3 +107,22 @@ def test_slurm_backend_gives_the_local_results_table(slurm_cluster, tmp_path, ti
     assert list((tmp_path / "slurm" / "out" / "slurm").glob("*/*_submission.sh"))  # it really went through sbatch
     assert cli.main(["run", str(on_slurm), "--backend", "slurm"]) == 0  # idempotent: nothing left to submit
     assert (pd.read_csv(tmp_path / "slurm" / "out" / "results.csv")["attempts"] == 1).all()
+
+
+def test_a_packed_sweep_on_slurm_runs_each_pack_as_one_array_task(
+    slurm_cluster, tmp_path, no_dropout_bert, tiny_glue_dir
+):
+    slurm = {"partition": "debug", "time_min": 10, "cpus_per_run": 1, "array_parallelism": 2}
+    grid = {"learning_rate": [1e-2], "lora_init": ["A", "B"]}
+    on_slurm = tiny_sweep(tmp_path / "slurm", no_dropout_bert, tiny_glue_dir, grid=grid, slurm=slurm, pack=2)
+    unpacked = tiny_sweep(tmp_path / "local", no_dropout_bert, tiny_glue_dir, grid=grid)
+    assert cli.main(["run", str(on_slurm), "--backend", "slurm"]) == 0
+    assert cli.main(["run", str(unpacked)]) == 0
+    ours = pd.read_csv(tmp_path / "slurm" / "out" / "results.csv").sort_values("lora_init", ignore_index=True)
+    theirs = pd.read_csv(tmp_path / "local" / "out" / "results.csv").sort_values("lora_init", ignore_index=True)
+    assert len(ours) == 2 and (ours["status"] == "done").all() and (ours["attempts"] == 1).all()
+    pd.testing.assert_frame_equal(ours[NUMBERS], theirs[NUMBERS], rtol=1e-5)
+    for run_dir in ours["run_dir"]:
+        assert len(json.loads((Path(run_dir) / "attempts.json").read_text())[-1]["pack"]) == 2
+    tasks = list((tmp_path / "slurm" / "out" / "slurm").glob("*/*_result.pkl"))
+    assert len(tasks) == 1  # both points trained in one SLURM task
