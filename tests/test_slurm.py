@@ -14,7 +14,7 @@ import pytest
 
 import sweeps.__main__ as cli
 from tests.test_packed_sweep import NUMBERS, tiny_sweep
-from tests.test_sweeps import COMPARED, write_sweep
+from tests.test_sweeps import COMPARED
 
 DAEMONS = ("slurmctld", "slurmd", "munged", "sbatch")
 pytestmark = pytest.mark.skipif(
@@ -92,37 +92,24 @@ def slurm_cluster(tmp_path_factory):
         os.environ["SLURM_CONF"] = previous
 
 
-def test_slurm_backend_gives_the_local_results_table(slurm_cluster, tmp_path, tiny_bert_dir, tiny_glue_dir):
+def test_slurm_backend_gives_the_local_results_table(slurm_cluster, tmp_path, no_dropout_bert, tiny_glue_dir):
+    """One job array of two tasks: a pack of 2 (Init[A] and Init[B]) and a PEFT-scheme point, which runs alone."""
     slurm = {"partition": "debug", "time_min": 10, "cpus_per_run": 1, "array_parallelism": 2}
-    on_slurm = write_sweep(tmp_path / "slurm", tiny_bert_dir, tiny_glue_dir, slurm=slurm)
-    on_local = write_sweep(tmp_path / "local", tiny_bert_dir, tiny_glue_dir)
+    grid = {"learning_rate": [1e-2], "lora_init": ["A", "B", "gaussian"]}
+    on_slurm = tiny_sweep(tmp_path / "slurm", no_dropout_bert, tiny_glue_dir, grid=grid, slurm=slurm, pack=2)
+    on_local = tiny_sweep(tmp_path / "local", no_dropout_bert, tiny_glue_dir, grid=grid)
     assert cli.main(["run", str(on_slurm), "--backend", "slurm"]) == 0
     assert cli.main(["run", str(on_local)]) == 0
-    from_slurm = pd.read_csv(tmp_path / "slurm" / "out" / "results.csv").sort_values("run_id")
-    from_local = pd.read_csv(tmp_path / "local" / "out" / "results.csv").sort_values("run_id")
-    assert len(from_slurm) == 4 and set(from_slurm["status"]) == {"done"}
-    pd.testing.assert_frame_equal(
-        from_slurm[COMPARED].reset_index(drop=True), from_local[COMPARED].reset_index(drop=True)
-    )
-    assert list((tmp_path / "slurm" / "out" / "slurm").glob("*/*_submission.sh"))  # it really went through sbatch
+    from_slurm = pd.read_csv(tmp_path / "slurm" / "out" / "results.csv").sort_values("run_id", ignore_index=True)
+    from_local = pd.read_csv(tmp_path / "local" / "out" / "results.csv").sort_values("run_id", ignore_index=True)
+    assert len(from_slurm) == 3 and set(from_slurm["status"]) == {"done"}
+    pd.testing.assert_frame_equal(from_slurm[COMPARED[:4]], from_local[COMPARED[:4]])
+    pd.testing.assert_frame_equal(from_slurm[NUMBERS], from_local[NUMBERS], rtol=1e-5)  # packed: within 1e-5
+    packs = {
+        row.lora_init: json.loads((Path(row.run_dir) / "attempts.json").read_text())[-1].get("pack")
+        for row in from_slurm.itertuples()
+    }
+    assert len(packs["A"]) == len(packs["B"]) == 2 and not packs["gaussian"]
+    assert len(list((tmp_path / "slurm" / "out" / "slurm").glob("*/*_result.pkl"))) == 2  # two tasks, via sbatch
     assert cli.main(["run", str(on_slurm), "--backend", "slurm"]) == 0  # idempotent: nothing left to submit
     assert (pd.read_csv(tmp_path / "slurm" / "out" / "results.csv")["attempts"] == 1).all()
-
-
-def test_a_packed_sweep_on_slurm_runs_each_pack_as_one_array_task(
-    slurm_cluster, tmp_path, no_dropout_bert, tiny_glue_dir
-):
-    slurm = {"partition": "debug", "time_min": 10, "cpus_per_run": 1, "array_parallelism": 2}
-    grid = {"learning_rate": [1e-2], "lora_init": ["A", "B"]}
-    on_slurm = tiny_sweep(tmp_path / "slurm", no_dropout_bert, tiny_glue_dir, grid=grid, slurm=slurm, pack=2)
-    unpacked = tiny_sweep(tmp_path / "local", no_dropout_bert, tiny_glue_dir, grid=grid)
-    assert cli.main(["run", str(on_slurm), "--backend", "slurm"]) == 0
-    assert cli.main(["run", str(unpacked)]) == 0
-    ours = pd.read_csv(tmp_path / "slurm" / "out" / "results.csv").sort_values("lora_init", ignore_index=True)
-    theirs = pd.read_csv(tmp_path / "local" / "out" / "results.csv").sort_values("lora_init", ignore_index=True)
-    assert len(ours) == 2 and (ours["status"] == "done").all() and (ours["attempts"] == 1).all()
-    pd.testing.assert_frame_equal(ours[NUMBERS], theirs[NUMBERS], rtol=1e-5)
-    for run_dir in ours["run_dir"]:
-        assert len(json.loads((Path(run_dir) / "attempts.json").read_text())[-1]["pack"]) == 2
-    tasks = list((tmp_path / "slurm" / "out" / "slurm").glob("*/*_result.pkl"))
-    assert len(tasks) == 1  # both points trained in one SLURM task
