@@ -101,8 +101,8 @@ def test_a_diverging_configuration_is_frozen_and_the_others_keep_their_results(
 
 def test_a_compiled_pack_traces_whole_and_equals_its_uncompiled_single_runs(no_dropout_bert, tiny_glue_dir, tmp_path):
     """--torch_compile in a pack: dynamo captures the packed model without a graph break (on a GPU every break costs
-    kernel launches) and training gives the single runs' results. aot_eager traces as inductor would, without a C
-    compiler."""
+    kernel launches) and training gives the single runs' results. aot_eager runs dynamo and AOTAutograd, as inductor
+    does, without generating C++ code."""
     compiled = ["--torch_compile", "true", "--torch_compile_backend", "aot_eager"]
     configs = CONFIGS[1:3]
     for i, config in enumerate(configs):
