@@ -41,7 +41,7 @@ class AutoPack:
     def __init__(self, sweep: Sweep, slots: list, memory_gib: float | None, needs_gpu=False, default_gib=None):
         self.sweep, self.memory_gib, self.default_gib = sweep, memory_gib, default_gib
         self.gpu, self.sharing = slots[0], len(slots)  # GPU slots: one run each; CPU slots share the machine
-        self.needs_gpu = needs_gpu
+        self.needs_gpu, self.device = needs_gpu, device_kind(self.gpu)  # one nvidia-smi call per sweep run
         self.sizes: dict[str, int] = {}  # what fits, before a group's own size caps it
 
     def __call__(self, members: list[Point]) -> int:
@@ -50,7 +50,7 @@ class AutoPack:
         from packing.trainer import PACKABLE
 
         shared = {k: v for k, v in members[0].settings.items() if k not in PACKABLE | NOT_MEMORY}
-        key = [self.sweep.runner, shared, device_kind(self.gpu)]
+        key = [self.sweep.runner, shared, self.device]
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
         if digest not in self.sizes:
             self.sizes[digest] = self.size(members, digest)
@@ -100,9 +100,10 @@ class AutoPack:
             return json.loads(kept.read_text())
         probe = Job(members[:2], folder)
         probe.write_pack_file()
-        results = [probe_in_subprocess(folder / "pack.json", k, self.gpu) for k in (1, 2)]
-        if results[0].get("out_of_memory"):
+        results = [probe_in_subprocess(folder / "pack.json", 1, self.gpu)]
+        if results[0].get("out_of_memory"):  # no pack of 2 to measure
             raise ConfigError(f"pack auto: one configuration of {members[0].values} does not fit on {self.gpu}")
+        results.append(probe_in_subprocess(folder / "pack.json", 2, self.gpu))
         keep = ("device", "device_bytes", "measured_by")
         peaks = {str(r["k"]): r["peak_bytes"] for r in results if not r.get("out_of_memory")}
         figures = {**{n: results[0][n] for n in keep}, "peaks": peaks}

@@ -137,3 +137,24 @@ def test_a_pack_of_two_out_of_memory_runs_the_points_one_at_a_time(
     out = capsys.readouterr()
     assert "# pack of" not in out.out and out.out.count("run_glue.py") == 4
     assert "2: out of memory" in out.err and "1 per pack fit" in out.err
+
+
+def test_one_configuration_out_of_memory_is_an_error_and_no_pack_of_two_is_tried(
+    tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch, capsys
+):
+    tried = []
+
+    def fake_probe(pack_file, k, gpu=None):
+        tried.append(k)
+        figures = {"k": k, "measured_by": "CUDA allocator", "device": "small GPU", "device_bytes": 2**30}
+        return {**figures, "peak_bytes": None, "out_of_memory": True}
+
+    monkeypatch.setattr("packing.probe.probe_in_subprocess", fake_probe)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        f"runner: run_glue.py\noutput_root: {tmp_path / 'out'}\npack: auto\n"
+        f"base: {{model_name_or_path: {tiny_bert_dir}, glue_dir: {tiny_glue_dir}, task_name: sst2}}\n"
+        "grid: {learning_rate: [1e-4, 2e-4], lora_init: [A]}\n"
+    )
+    assert sweeps_main(["run", str(sweep), "--dry-run"]) == 2
+    assert "does not fit" in capsys.readouterr().err and tried == [1]
