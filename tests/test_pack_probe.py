@@ -2,6 +2,7 @@
 use of it."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,6 +74,17 @@ def test_the_probe_runs_a_causal_lm_pack_also_in_its_own_process(tiny_llama_dir,
         probe_in_subprocess(tmp_path / "pack.json", 1)
 
 
+def sweep_file(tmp_path, model, glue_dir, grid: str, top: str = "pack: auto\n", base: str = "") -> Path:
+    """A run_glue.py sweep YAML over the tiny BERT: `grid` and `top` (top-level lines) as YAML text, `base`: extra
+    base settings."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        f"runner: run_glue.py\noutput_root: {tmp_path / 'out'}\n{top}"
+        f"base: {{model_name_or_path: {model}, glue_dir: {glue_dir}, task_name: sst2{base}}}\ngrid: {grid}\n"
+    )
+    return sweep
+
+
 def test_pack_auto_sizes_each_setting_once_and_keeps_the_measurement(
     tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch, capsys
 ):
@@ -84,12 +96,8 @@ def test_pack_auto_sizes_each_setting_once_and_keeps_the_measurement(
                 "device_bytes": 10**12}  # fmt: skip
 
     monkeypatch.setattr("packing.probe.probe_in_subprocess", fake_probe)
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(
-        f"runner: run_glue.py\noutput_root: {tmp_path / 'out'}\n"
-        f"base: {{model_name_or_path: {tiny_bert_dir}, glue_dir: {tiny_glue_dir}, task_name: sst2, max_steps: 2}}\n"
-        "grid: {learning_rate: [1e-4, 2e-4, 4e-4, 8e-4], lora_init: [A, B], seed: [0, 1]}\n"
-    )
+    grid = "{learning_rate: [1e-4, 2e-4, 4e-4, 8e-4], lora_init: [A, B], seed: [0, 1]}"
+    sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, grid, top="", base=", max_steps: 2")
     budget = (1000 + 3 * 100) / HEADROOM / 2**30  # 3 configurations fit
     assert sweeps_main(["run", str(sweep), "--pack", "auto", "--pack-memory", str(budget), "--dry-run"]) == 0
     out = capsys.readouterr()
@@ -109,12 +117,8 @@ def test_pack_auto_refuses_to_size_gpu_runs_from_a_cpu_measurement(
 ):
     cpu = {"peak_bytes": 1, "measured_by": "live tensor bytes", "device": "CPU", "device_bytes": 10**12}
     monkeypatch.setattr("packing.probe.probe_in_subprocess", lambda pack_file, k, gpu=None: {"k": k, **cpu})
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(
-        f"runner: run_glue.py\noutput_root: {tmp_path / 'out'}\npack: auto\nslurm: {{gpus_per_run: 1}}\n"
-        f"base: {{model_name_or_path: {tiny_bert_dir}, glue_dir: {tiny_glue_dir}, task_name: sst2}}\n"
-        "grid: {learning_rate: [1e-4, 2e-4], lora_init: [A]}\n"
-    )
+    grid, gpus = "{learning_rate: [1e-4, 2e-4], lora_init: [A]}", "pack: auto\nslurm: {gpus_per_run: 1}\n"
+    sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, grid, top=gpus)
     assert sweeps_main(["run", str(sweep), "--backend", "slurm", "--dry-run"]) == 2
     assert "give --pack K" in capsys.readouterr().err
 
@@ -127,12 +131,7 @@ def test_a_pack_of_two_out_of_memory_runs_the_points_one_at_a_time(
         return {**figures, "peak_bytes": None, "out_of_memory": True} if k == 2 else {**figures, "peak_bytes": 2**29}
 
     monkeypatch.setattr("packing.probe.probe_in_subprocess", fake_probe)
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(
-        f"runner: run_glue.py\noutput_root: {tmp_path / 'out'}\npack: auto\n"
-        f"base: {{model_name_or_path: {tiny_bert_dir}, glue_dir: {tiny_glue_dir}, task_name: sst2}}\n"
-        "grid: {learning_rate: [1e-4, 2e-4], lora_init: [A, B]}\n"
-    )
+    sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, "{learning_rate: [1e-4, 2e-4], lora_init: [A, B]}")
     assert sweeps_main(["run", str(sweep), "--dry-run"]) == 0
     out = capsys.readouterr()
     assert "# pack of" not in out.out and out.out.count("run_glue.py") == 4
@@ -150,11 +149,6 @@ def test_one_configuration_out_of_memory_is_an_error_and_no_pack_of_two_is_tried
         return {**figures, "peak_bytes": None, "out_of_memory": True}
 
     monkeypatch.setattr("packing.probe.probe_in_subprocess", fake_probe)
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(
-        f"runner: run_glue.py\noutput_root: {tmp_path / 'out'}\npack: auto\n"
-        f"base: {{model_name_or_path: {tiny_bert_dir}, glue_dir: {tiny_glue_dir}, task_name: sst2}}\n"
-        "grid: {learning_rate: [1e-4, 2e-4], lora_init: [A]}\n"
-    )
+    sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, "{learning_rate: [1e-4, 2e-4], lora_init: [A]}")
     assert sweeps_main(["run", str(sweep), "--dry-run"]) == 2
     assert "does not fit" in capsys.readouterr().err and tried == [1]
