@@ -17,23 +17,82 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+class KernelTime:
+    """Time the GPU spends in kernels over a window of steps (torch.profiler's CUDA activity), per step, and its share
+    of the unprofiled step time: near 1 the step is compute-bound; far below, the GPU waits for the host to launch
+    kernels (launch-bound). A profiler that fails leaves its error in the figures, never the measurement."""
+
+    def __init__(self):
+        self.profiler, self.error = None, None
+
+    def start(self) -> None:
+        activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        try:
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+        except Exception as err:  # the profile is a diagnosis: the timing must survive without it
+            self.profiler, self.error = None, f"{type(err).__name__}: {err}"
+
+    def stop(self, steps: int, step_seconds: float) -> dict:
+        figures = {"step_ms": round(step_seconds * 1e3, 2)}
+        if self.profiler is None:
+            return {**figures, "profile_error": self.error or "not started"}
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.profiler.__exit__(None, None, None)
+            kernels = [e for e in self.profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        except Exception as err:
+            return {**figures, "profile_error": f"{type(err).__name__}: {err}"}
+        kernel_ms = sum(e.device_time_total for e in kernels) / 1e3 / steps
+        return {
+            **figures,
+            "kernel_ms_per_step": round(kernel_ms, 2),
+            "kernels_per_step": round(len(kernels) / steps),
+            "gpu_busy": round(kernel_ms / (step_seconds * 1e3), 3),
+        }
+
+
 class StepClock(TrainerCallback):
     """Times steps `warmup`+1 … `steps` of a Trainer run: what a plain loop over the same steps times, without the
-    Trainer's end-of-run cleanup. `seconds` holds the result after training."""
+    Trainer's end-of-run cleanup. `seconds` holds the result after training. With `profile` > 0 (on a GPU), the
+    `profile` steps after `steps` are profiled (`KernelTime`; the Trainer must run them) and `figures` holds the
+    result."""
 
-    def __init__(self, warmup: int, steps: int, device: str):
+    def __init__(self, warmup: int, steps: int, device: str, profile: int = 0):
         self.warmup, self.steps, self.device = warmup, steps, device
+        self.profile = profile if device == "cuda" else 0
         self.start = self.seconds = None
+        self.kernels, self.figures = KernelTime(), {}
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:
             synchronize(self.device)
             self.start = time.perf_counter()
+        if self.profile and state.global_step == self.steps:
+            self.kernels.start()
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.steps:
             synchronize(self.device)
             self.seconds = time.perf_counter() - self.start
+        if self.profile and state.global_step == self.steps + self.profile:
+            self.figures = self.kernels.stop(self.profile, self.seconds / (self.steps - self.warmup))
+
+
+def profile_steps(args) -> int:
+    """How many steps a case runs after its timed ones to profile them: `--profile_steps` on a GPU, none on a CPU."""
+    return args.profile_steps if args.device == "cuda" else 0
+
+
+def peak_memory(device: str) -> dict:
+    """The CUDA allocator's peaks since the last reset, allocated and reserved, in GiB (NaN on a CPU)."""
+    if device != "cuda":
+        return {"peak_gib": float("nan"), "reserved_gib": float("nan")}
+    return {
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+    }
 
 
 def append_section(path: Path, title: str, module: str, device: str, body: str) -> None:
@@ -65,5 +124,6 @@ def add_run_arguments(parser: argparse.ArgumentParser, steps: int, warmup: int) 
     parser.add_argument("--steps", type=int, default=steps, help="training steps per case")
     parser.add_argument("--warmup", type=int, default=warmup, help="steps left out of the timing")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--profile_steps", type=int, default=3, help="steps profiled after the timed ones (GPU)")
     parser.add_argument("--document", type=Path, default=None, help="append the table to this Markdown file")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a worker process: measure this one case

@@ -21,7 +21,16 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig
 
-from benchmarks.common import StepClock, add_run_arguments, append_section, measure_in_process, synchronize
+from benchmarks.common import (
+    KernelTime,
+    StepClock,
+    add_run_arguments,
+    append_section,
+    measure_in_process,
+    peak_memory,
+    profile_steps,
+    synchronize,
+)
 
 ARCHS = {  # the published configs' shapes; weights are random
     "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32),
@@ -74,23 +83,31 @@ def stock_model(path: str, quantized: bool, checkpointing: bool, device: str):
     return get_peft_model(model, config)
 
 
-def run_stock(path, quantized, batch, checkpointing, seq, steps, warmup, device) -> float:
+def run_stock(path, quantized, batch, checkpointing, seq, steps, warmup, device, profile=0) -> tuple[float, dict]:
+    """Tokens/s of the stock loop over steps `warmup`+1 … `steps`, and `KernelTime`'s figures for `profile` more."""
     model = stock_model(path, quantized, checkpointing, device)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, 32000, (batch, seq), device=device)
-    for step in range(steps):
+    kernels = KernelTime()
+    for step in range(steps + profile):
         if step == warmup:
             synchronize(device)
             start = time.perf_counter()
+        if step == steps:  # only reached when profiling
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            kernels.start()
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    synchronize(device)
-    return (steps - warmup) * batch * seq / (time.perf_counter() - start)
+    if not profile:
+        synchronize(device)
+        return (steps - warmup) * batch * seq / (time.perf_counter() - start), {}
+    return (steps - warmup) * batch * seq / seconds, kernels.stop(profile, seconds / (steps - warmup))
 
 
-def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device) -> float:
+def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device, profile=0) -> tuple[float, dict]:
     from finetune.arguments import ModelArguments
     from finetune.lm_arguments import LlmLoraArguments, LlmTrainArguments
     from finetune.lm_encoding import BlockDataset, PadCollator
@@ -99,14 +116,15 @@ def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device) 
 
     model_args = ModelArguments(model_name_or_path=path, torch_dtype="bfloat16", load_in_4bit=quantized)
     train_args = LlmTrainArguments(
-        output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-4,
-        gradient_checkpointing=checkpointing, bf16=device == "cuda", use_cpu=device == "cpu", logging_steps=steps,
+        output_dir=tempfile.mkdtemp(), max_steps=steps + profile, per_device_train_batch_size=batch,
+        learning_rate=1e-4, gradient_checkpointing=checkpointing, bf16=device == "cuda", use_cpu=device == "cpu",
+        logging_steps=steps,
         save_strategy="no", report_to=[], warmup_steps=0, dataloader_num_workers=0,
     )  # fmt: skip
     model = load_causal_lm(path, model_args, checkpointing)
     model, _ = add_lora(model, LlmLoraArguments(), train_args.init_spec(), "CAUSAL_LM")
-    blocks = torch.randint(0, 32000, (steps * batch, seq))
-    timer = StepClock(warmup, steps, device)
+    blocks = torch.randint(0, 32000, ((steps + profile) * batch, seq))
+    timer = StepClock(warmup, steps, device, profile)
     trainer = LoraPlusTrainer(
         model=model,
         args=train_args,
@@ -115,7 +133,7 @@ def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device) 
         callbacks=[timer],
     )
     trainer.train()
-    return (steps - warmup) * batch * seq / timer.seconds
+    return (steps - warmup) * batch * seq / timer.seconds, timer.figures
 
 
 def measure(case: str, path: str, args) -> dict:
@@ -123,14 +141,15 @@ def measure(case: str, path: str, args) -> dict:
     runner = run_stock if case.startswith("stock") else run_ours
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    tokens_per_s = runner(path, quantized, batch, checkpointing, args.seq, args.steps, args.warmup, args.device)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+    timing = (args.seq, args.steps, args.warmup, args.device, profile_steps(args))
+    tokens_per_s, profiled = runner(path, quantized, batch, checkpointing, *timing)
     return {
         "case": case,
         "batch": batch,
         "seq": args.seq,
-        "peak_gib": round(peak, 2),
+        **peak_memory(args.device),
         "tokens_per_s": round(tokens_per_s),
+        **profiled,
     }
 
 
@@ -186,7 +205,7 @@ def run_all(args) -> list[dict]:
 def case_arguments(path: str, args) -> list[str]:
     """A worker's command line: the checkpoint, the timing settings and the device."""
     timing = ["--seq", str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    return ["--path", path, *timing, "--device", args.device]
+    return ["--path", path, *timing, "--profile_steps", str(args.profile_steps), "--device", args.device]
 
 
 def write_document(path: Path, rows: list[dict], args) -> None:

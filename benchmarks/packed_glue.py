@@ -22,7 +22,14 @@ import tempfile
 
 import torch
 
-from benchmarks.common import StepClock, add_run_arguments, append_section, measure_in_process
+from benchmarks.common import (
+    StepClock,
+    add_run_arguments,
+    append_section,
+    measure_in_process,
+    peak_memory,
+    profile_steps,
+)
 
 ROBERTA_LARGE = dict(
     vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
@@ -64,15 +71,17 @@ class RandomExamples(torch.utils.data.Dataset):
 
 
 def training_args(cls, args, batch: int, **extra):
+    """The Trainer's settings of every case: the timed steps and the profiled ones after them, nothing saved."""
     return cls(
-        output_dir=tempfile.mkdtemp(), max_steps=args.steps, per_device_train_batch_size=batch, learning_rate=1e-4,
+        output_dir=tempfile.mkdtemp(), max_steps=args.steps + profile_steps(args), per_device_train_batch_size=batch,
+        learning_rate=1e-4,
         logging_steps=args.steps, save_strategy="no", report_to=[], warmup_steps=0, eval_strategy="no",
         use_cpu=args.device == "cpu", disable_tqdm=True, **extra,
     )  # fmt: skip
 
 
-def run_case(case: str, args) -> float:
-    """Samples/s of configurations trained in `case`: stock, ours, or packK."""
+def run_case(case: str, args) -> tuple[float, dict]:
+    """Samples/s of configurations trained in `case` (stock, ours, or packK), and the profiled steps' figures."""
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
@@ -82,8 +91,8 @@ def run_case(case: str, args) -> float:
     from loraplus import LoraPlusTrainer
 
     model = build_model(args.arch)
-    data = RandomExamples(args.steps * args.batch, args.seq, model.config.vocab_size)
-    timer = StepClock(args.warmup, args.steps, args.device)
+    data = RandomExamples((args.steps + profile_steps(args)) * args.batch, args.seq, model.config.vocab_size)
+    timer = StepClock(args.warmup, args.steps, args.device, profile_steps(args))
     lora = LoraArguments(lora_r=8, lora_alpha=16, lora_dropout=0.1, lora_target_modules=["query", "value"])
     if case == "stock":
         config = LoraConfig(
@@ -105,7 +114,7 @@ def run_case(case: str, args) -> float:
         configurations = int(case.removeprefix("pack"))
         trainer = packed_trainer(model, lora, configurations, data, args, timer)
     trainer.train()
-    return configurations * args.batch * (args.steps - args.warmup) / timer.seconds
+    return configurations * args.batch * (args.steps - args.warmup) / timer.seconds, timer.figures
 
 
 def packed_trainer(model, lora, k: int, data, args, callback):
@@ -135,9 +144,8 @@ def vars_of(args, index: int) -> dict:
 def measure(case: str, args) -> dict:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    samples_per_s = run_case(case, args)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
-    return {"case": case, "samples_per_s": round(samples_per_s, 1), "peak_gib": round(peak, 2)}
+    samples_per_s, profiled = run_case(case, args)
+    return {"case": case, "samples_per_s": round(samples_per_s, 1), **peak_memory(args.device), **profiled}
 
 
 def table(rows: list[dict]) -> str:

@@ -21,14 +21,21 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import StepClock, add_run_arguments, append_section, measure_in_process
+from benchmarks.common import (
+    StepClock,
+    add_run_arguments,
+    append_section,
+    measure_in_process,
+    peak_memory,
+    profile_steps,
+)
 from benchmarks.llm_training import ARCHS, run_ours, run_stock, save_random_checkpoint
 
 A10_GIB = 22.5  # what an A10's 24 GB leave to tensors
 TARGET = 4.0  # issue 6: a pack of 8 at ≥ 4× the tokens/s of one stock run
 
 
-def run_pack(path: str, k: int, args) -> float:
+def run_pack(path: str, k: int, args) -> tuple[float, dict]:
     from finetune.arguments import ModelArguments
     from finetune.lm_arguments import LlmLoraArguments
     from finetune.lm_encoding import BlockDataset, PadCollator
@@ -45,21 +52,22 @@ def run_pack(path: str, k: int, args) -> float:
         model.to(args.device)
     states, _ = initial_states(model, configs)
     packed, groups, loss_scaling = pack_for_training(model, configs, states)
-    timer = StepClock(args.warmup, args.steps, args.device)
+    timer = StepClock(args.warmup, args.steps, args.device, profile_steps(args))
+    blocks = torch.randint(0, 32000, (args.steps + profile_steps(args), args.seq))
     trainer = PackedTrainer(
         model=PackedCausalLM(packed, k, threshold=1e9), args=configs[0][3], callbacks=[timer],
-        train_dataset=BlockDataset(torch.randint(0, 32000, (args.steps, args.seq))), data_collator=PadCollator(0),
+        train_dataset=BlockDataset(blocks), data_collator=PadCollator(0),
         adapter_groups=groups, on_divergence=lambda *a: None, evaluate_fn=lambda *a: {}, loss_scaling=loss_scaling,
     )  # fmt: skip
     trainer.train()
-    return k * args.seq * (args.steps - args.warmup) / timer.seconds
+    return k * args.seq * (args.steps - args.warmup) / timer.seconds, timer.figures
 
 
 def train_arguments(args, learning_rate: float, scheme: str):
     from finetune.lm_arguments import LlmTrainArguments
 
     return LlmTrainArguments(
-        output_dir=tempfile.mkdtemp(), max_steps=args.steps, per_device_train_batch_size=1,
+        output_dir=tempfile.mkdtemp(), max_steps=args.steps + profile_steps(args), per_device_train_batch_size=1,
         learning_rate=learning_rate, lora_init=scheme, gradient_checkpointing=args.checkpointing,
         bf16=args.device == "cuda", use_cpu=args.device == "cpu", logging_steps=args.steps, save_strategy="no",
         report_to=[], warmup_steps=0, dataloader_num_workers=0, disable_tqdm=True,
@@ -70,16 +78,15 @@ def measure(case: str, path: str, args) -> dict:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     quantized = args.quantization == "4bit"
-    shared = (path, quantized, 1, args.checkpointing, args.seq, args.steps, args.warmup, args.device)
-    if case == "stock":
-        tokens_per_s, k = run_stock(*shared), 1
-    elif case == "ours":
-        tokens_per_s, k = run_ours(*shared), 1
+    timing = (args.seq, args.steps, args.warmup, args.device, profile_steps(args))
+    if case in ("stock", "ours"):
+        runner, k = (run_stock if case == "stock" else run_ours), 1
+        tokens_per_s, profiled = runner(path, quantized, 1, args.checkpointing, *timing)
     else:
         k = int(case.removeprefix("pack"))
-        tokens_per_s = run_pack(path, k, args)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
-    return {"case": case, "configurations": k, "tokens_per_s": round(tokens_per_s), "peak_gib": round(peak, 2)}
+        tokens_per_s, profiled = run_pack(path, k, args)
+    row = {"case": case, "configurations": k, "tokens_per_s": round(tokens_per_s)}
+    return {**row, **peak_memory(args.device), **profiled}
 
 
 def table(rows: list[dict], seq: int) -> str:
