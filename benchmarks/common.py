@@ -1,5 +1,6 @@
-"""Pieces the benchmark scripts share: a Trainer clock over the timed steps, device sync, and the benchmarks
-document."""
+"""Pieces the benchmark scripts share: a clock over the timed steps (a Trainer callback), a profile of the steps
+after them (`KernelTime`), peak memory, a worker's result line printed as soon as it is measured (`Interim`), each
+case in its own process (`measure_in_process`), the common options, and the benchmarks document."""
 
 import argparse
 import json
@@ -20,17 +21,19 @@ def synchronize(device: str) -> None:
 class KernelTime:
     """Time the GPU spends in kernels over a window of steps (torch.profiler's CUDA activity), per step, and its share
     of the unprofiled step time: near 1 the step is compute-bound; far below, the GPU waits for the host to launch
-    kernels (launch-bound). A profiler that fails leaves its error in the figures, never the measurement."""
+    kernels (launch-bound). Memory copies and sets are counted apart; kernels overlapping on several streams are
+    summed, so the share can pass 1. A profiler that fails leaves its error in the figures, never the measurement."""
 
     def __init__(self):
         self.profiler, self.error = None, None
 
     def start(self) -> None:
-        activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-        try:
-            self.profiler = torch.profiler.profile(activities=activities)
+        try:  # the profile is a diagnosis: the timing must survive without it
+            cuda = torch.cuda.is_available()  # CPU activity only where there is no GPU (a smoke run): no kernels
+            activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
+            self.profiler = torch.profiler.profile(activities=[activity])
             self.profiler.__enter__()
-        except Exception as err:  # the profile is a diagnosis: the timing must survive without it
+        except Exception as err:
             self.profiler, self.error = None, f"{type(err).__name__}: {err}"
 
     def stop(self, steps: int, step_seconds: float) -> dict:
@@ -41,13 +44,16 @@ class KernelTime:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self.profiler.__exit__(None, None, None)
-            kernels = [e for e in self.profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            events = [e for e in self.profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         except Exception as err:
             return {**figures, "profile_error": f"{type(err).__name__}: {err}"}
+        copies = [e for e in events if e.name.startswith(("Memcpy", "Memset"))]
+        kernels = [e for e in events if not e.name.startswith(("Memcpy", "Memset"))]
         kernel_ms = sum(e.device_time_total for e in kernels) / 1e3 / steps
         return {
             **figures,
             "kernel_ms_per_step": round(kernel_ms, 2),
+            "copy_ms_per_step": round(sum(e.device_time_total for e in copies) / 1e3 / steps, 2),
             "kernels_per_step": round(len(kernels) / steps),
             "gpu_busy": round(kernel_ms / (step_seconds * 1e3), 3),
         }
@@ -55,15 +61,14 @@ class KernelTime:
 
 class StepClock(TrainerCallback):
     """Times steps `warmup`+1 … `steps` of a Trainer run: what a plain loop over the same steps times, without the
-    Trainer's end-of-run cleanup. `seconds` holds the result after training. With `profile` > 0 (on a GPU), the
-    `profile` steps after `steps` are profiled (`KernelTime`; the Trainer must run them) and `figures` holds the
-    result."""
+    Trainer's end-of-run cleanup. `seconds` holds the result, and `on_timed(seconds)` is called with it the moment it
+    is known. With `profile` > 0, the `profile` steps after `steps` are profiled (`KernelTime`; the Trainer must run
+    them) and `figures` holds the result."""
 
-    def __init__(self, warmup: int, steps: int, device: str, profile: int = 0):
-        self.warmup, self.steps, self.device = warmup, steps, device
-        self.profile = profile if device == "cuda" else 0
+    def __init__(self, warmup: int, steps: int, device: str, profile: int = 0, on_timed=None):
+        self.warmup, self.steps, self.device, self.profile = warmup, steps, device, profile
         self.start = self.seconds = None
-        self.kernels, self.figures = KernelTime(), {}
+        self.kernels, self.figures, self.on_timed = KernelTime(), {}, on_timed
 
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:
@@ -76,13 +81,30 @@ class StepClock(TrainerCallback):
         if state.global_step == self.steps:
             synchronize(self.device)
             self.seconds = time.perf_counter() - self.start
+            if self.on_timed is not None:
+                self.on_timed(self.seconds)
         if self.profile and state.global_step == self.steps + self.profile:
             self.figures = self.kernels.stop(self.profile, self.seconds / (self.steps - self.warmup))
 
 
+class Interim:
+    """A worker's result line, printed the moment the timed steps end (before any profile), so that a case cut off
+    at its timeout while being profiled still reports its rate; the complete line follows at the end."""
+
+    def __init__(self, row: dict, rate: str, units: float, device: str):
+        self.row, self.rate, self.units, self.device = row, rate, units, device
+
+    def __call__(self, seconds: float) -> None:
+        row = {**self.row, self.rate: round(self.units / seconds, 1), **peak_memory(self.device), "interim": True}
+        print(json.dumps(row), flush=True)
+
+
 def profile_steps(args) -> int:
-    """How many steps a case runs after its timed ones to profile them: `--profile_steps` on a GPU, none on a CPU."""
-    return args.profile_steps if args.device == "cuda" else 0
+    """How many steps a case runs after its timed ones to profile them: `--profile_steps`, by default 3 on a GPU and
+    none on a CPU."""
+    if args.profile_steps is not None:
+        return args.profile_steps
+    return 3 if args.device == "cuda" else 0
 
 
 def peak_memory(device: str) -> dict:
@@ -124,6 +146,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, steps: int, warmup: int) 
     parser.add_argument("--steps", type=int, default=steps, help="training steps per case")
     parser.add_argument("--warmup", type=int, default=warmup, help="steps left out of the timing")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    parser.add_argument("--profile_steps", type=int, default=3, help="steps profiled after the timed ones (GPU)")
+    parser.add_argument(
+        "--profile_steps", type=int, default=None, help="steps profiled after the timed ones (default: 3 on a GPU)"
+    )
     parser.add_argument("--document", type=Path, default=None, help="append the table to this Markdown file")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a worker process: measure this one case

@@ -22,6 +22,7 @@ import torch
 from transformers import LlamaConfig
 
 from benchmarks.common import (
+    Interim,
     KernelTime,
     StepClock,
     add_run_arguments,
@@ -83,8 +84,11 @@ def stock_model(path: str, quantized: bool, checkpointing: bool, device: str):
     return get_peft_model(model, config)
 
 
-def run_stock(path, quantized, batch, checkpointing, seq, steps, warmup, device, profile=0) -> tuple[float, dict]:
-    """Tokens/s of the stock loop over steps `warmup`+1 … `steps`, and `KernelTime`'s figures for `profile` more."""
+def run_stock(
+    path, quantized, batch, checkpointing, seq, steps, warmup, device, profile=0, on_timed=None
+) -> tuple[float, dict]:
+    """Tokens/s of the stock loop over steps `warmup`+1 … `steps` (`on_timed(seconds)` is called as soon as they are
+    timed), and `KernelTime`'s figures for `profile` more."""
     model = stock_model(path, quantized, checkpointing, device)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -97,17 +101,24 @@ def run_stock(path, quantized, batch, checkpointing, seq, steps, warmup, device,
         if step == steps:  # only reached when profiling
             synchronize(device)
             seconds = time.perf_counter() - start
+            if on_timed is not None:
+                on_timed(seconds)
             kernels.start()
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     if not profile:
         synchronize(device)
-        return (steps - warmup) * batch * seq / (time.perf_counter() - start), {}
+        seconds = time.perf_counter() - start
+        if on_timed is not None:
+            on_timed(seconds)
+        return (steps - warmup) * batch * seq / seconds, {}
     return (steps - warmup) * batch * seq / seconds, kernels.stop(profile, seconds / (steps - warmup))
 
 
-def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device, profile=0) -> tuple[float, dict]:
+def run_ours(
+    path, quantized, batch, checkpointing, seq, steps, warmup, device, profile=0, on_timed=None
+) -> tuple[float, dict]:
     from finetune.arguments import ModelArguments
     from finetune.lm_arguments import LlmLoraArguments, LlmTrainArguments
     from finetune.lm_encoding import BlockDataset, PadCollator
@@ -124,7 +135,7 @@ def run_ours(path, quantized, batch, checkpointing, seq, steps, warmup, device, 
     model = load_causal_lm(path, model_args, checkpointing)
     model, _ = add_lora(model, LlmLoraArguments(), train_args.init_spec(), "CAUSAL_LM")
     blocks = torch.randint(0, 32000, ((steps + profile) * batch, seq))
-    timer = StepClock(warmup, steps, device, profile)
+    timer = StepClock(warmup, steps, device, profile, on_timed)
     trainer = LoraPlusTrainer(
         model=model,
         args=train_args,
@@ -142,7 +153,13 @@ def measure(case: str, path: str, args) -> dict:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     timing = (args.seq, args.steps, args.warmup, args.device, profile_steps(args))
-    tokens_per_s, profiled = runner(path, quantized, batch, checkpointing, *timing)
+    interim = Interim(
+        {"case": case, "batch": batch, "seq": args.seq},
+        "tokens_per_s",
+        (args.steps - args.warmup) * batch * args.seq,
+        args.device,
+    )
+    tokens_per_s, profiled = runner(path, quantized, batch, checkpointing, *timing, interim)
     return {
         "case": case,
         "batch": batch,
@@ -230,7 +247,7 @@ def main() -> None:
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # a worker: one case in its own process, one JSON line out
-        print(json.dumps(measure(args.one, args.path, args)))
+        print(json.dumps(measure(args.one, args.path, args)), flush=True)
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU visible: run on a GPU machine, or --device cpu for a smoke run")

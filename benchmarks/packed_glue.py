@@ -10,7 +10,9 @@ Stock: `get_peft_model` (LoRA r = 8 on query/value) and a plain `transformers.Tr
 `PackedClassifier` and `PackedTrainer`, K configurations of different learning rates and init schemes. Every case
 trains `--batch` samples per configuration per step, in its own process; samples/s counts every configuration's
 samples over the steps after `--warmup`. A sweep of N configurations run one after another runs at the single-run
-rate, so the packed rate over the stock rate is the sweep's speed-up. With `--compile`, ours and the packs train under
+rate, so the packed rate over the stock rate is the sweep's speed-up. Every case runs at one `--precision` (bf16
+autocast on a GPU by default, the packed sweep recipe's; fp32 on a CPU), with TF32 on for any fp32 matmul on a GPU,
+stock included, so no case gets tensor cores the others lack. With `--compile`, ours and the packs train under
 `--torch_compile true` (inductor; compiling happens in the first step, which `--warmup` leaves out); stock stays the
 uncompiled baseline.
 """
@@ -23,6 +25,7 @@ import tempfile
 import torch
 
 from benchmarks.common import (
+    Interim,
     StepClock,
     add_run_arguments,
     append_section,
@@ -71,10 +74,11 @@ class RandomExamples(torch.utils.data.Dataset):
 
 
 def training_args(cls, args, batch: int, **extra):
-    """The Trainer's settings of every case: the timed steps and the profiled ones after them, nothing saved."""
+    """The Trainer's settings of every case: the timed steps and the profiled ones after them, nothing saved, at the
+    run's precision (TF32 on for every case on a GPU)."""
     return cls(
         output_dir=tempfile.mkdtemp(), max_steps=args.steps + profile_steps(args), per_device_train_batch_size=batch,
-        learning_rate=1e-4,
+        learning_rate=1e-4, bf16=args.precision == "bf16", tf32=True if args.device == "cuda" else None,
         logging_steps=args.steps, save_strategy="no", report_to=[], warmup_steps=0, eval_strategy="no",
         use_cpu=args.device == "cpu", disable_tqdm=True, **extra,
     )  # fmt: skip
@@ -92,7 +96,12 @@ def run_case(case: str, args) -> tuple[float, dict]:
 
     model = build_model(args.arch)
     data = RandomExamples((args.steps + profile_steps(args)) * args.batch, args.seq, model.config.vocab_size)
-    timer = StepClock(args.warmup, args.steps, args.device, profile_steps(args))
+    configurations = int(case.removeprefix("pack")) if case.startswith("pack") else 1
+    units = configurations * args.batch * (args.steps - args.warmup)
+    interim = Interim(
+        {"case": case, "batch": args.batch, "precision": args.precision}, "samples_per_s", units, args.device
+    )
+    timer = StepClock(args.warmup, args.steps, args.device, profile_steps(args), on_timed=interim)
     lora = LoraArguments(lora_r=8, lora_alpha=16, lora_dropout=0.1, lora_target_modules=["query", "value"])
     if case == "stock":
         config = LoraConfig(
@@ -102,19 +111,16 @@ def run_case(case: str, args) -> tuple[float, dict]:
             model=get_peft_model(model, config), args=training_args(TrainingArguments, args, args.batch),
             train_dataset=data, callbacks=[timer],
         )  # fmt: skip
-        configurations = 1
     elif case == "ours":
         peft_model, _ = add_lora(model, lora, InitSpec("A", seed=0), "SEQ_CLS")
         train_args = training_args(
             TrainArguments, args, args.batch, train_sampling_strategy="random", torch_compile=args.compile
         )
         trainer = LoraPlusTrainer(model=peft_model, args=train_args, train_dataset=data, callbacks=[timer])
-        configurations = 1
     else:
-        configurations = int(case.removeprefix("pack"))
         trainer = packed_trainer(model, lora, configurations, data, args, timer)
     trainer.train()
-    return configurations * args.batch * (args.steps - args.warmup) / timer.seconds, timer.figures
+    return units / timer.seconds, timer.figures
 
 
 def packed_trainer(model, lora, k: int, data, args, callback):
@@ -145,7 +151,8 @@ def measure(case: str, args) -> dict:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     samples_per_s, profiled = run_case(case, args)
-    return {"case": case, "samples_per_s": round(samples_per_s, 1), **peak_memory(args.device), **profiled}
+    row = {"case": case, "batch": args.batch, "precision": args.precision, "samples_per_s": round(samples_per_s, 1)}
+    return {**row, **peak_memory(args.device), **profiled}
 
 
 def table(rows: list[dict]) -> str:
@@ -167,10 +174,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="samples per configuration per step")
     parser.add_argument("--seq", type=int, default=128, help="tokens per sample")
     parser.add_argument("--compile", action="store_true", help="ours and the packs under torch.compile")
+    parser.add_argument("--precision", choices=["bf16", "fp32"], help="every case's (default: bf16 on a GPU)")
     add_run_arguments(parser, steps=30, warmup=5)
     args = parser.parse_args()
+    args.precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
     if args.one:
-        print(json.dumps({**measure(args.one, args), "batch": args.batch}))
+        print(json.dumps(measure(args.one, args)), flush=True)
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU visible: run on a GPU machine, or --device cpu")
@@ -179,7 +188,8 @@ def main() -> None:
         rows.append(measure_in_process("benchmarks.packed_glue", case, sys.argv[1:]))
     print(table(rows))
     if args.document:
-        body = f"{args.arch}, sequence {args.seq}, LoRA r = 8 on query/value; {args.steps} steps, the first "
+        body = f"{args.arch} in {args.precision}, sequence {args.seq}, LoRA r = 8 on query/value; {args.steps} steps, "
+        body += "the first "
         compiled = "; ours and the packs under torch.compile" if args.compile else ""
         body += f"{args.warmup} not timed{compiled}.\n\n{table(rows)}"
         append_section(args.document, "Packed sweeps", "benchmarks.packed_glue", args.device, body)

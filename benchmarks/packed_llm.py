@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import (
+    Interim,
     StepClock,
     add_run_arguments,
     append_section,
@@ -30,12 +31,12 @@ from benchmarks.common import (
     profile_steps,
 )
 from benchmarks.llm_training import ARCHS, run_ours, run_stock, save_random_checkpoint
+from benchmarks.targets import A10_GIB, PACK_TARGETS
 
-A10_GIB = 22.5  # what an A10's 24 GB leave to tensors
-TARGET = 4.0  # issue 6: a pack of 8 at ≥ 4× the tokens/s of one stock run
+TARGET = next(least for case, least, _ in PACK_TARGETS["qlora"] if case == "pack8")
 
 
-def run_pack(path: str, k: int, args) -> tuple[float, dict]:
+def run_pack(path: str, k: int, args, on_timed=None) -> tuple[float, dict]:
     from finetune.arguments import ModelArguments
     from finetune.lm_arguments import LlmLoraArguments
     from finetune.lm_encoding import BlockDataset, PadCollator
@@ -52,7 +53,7 @@ def run_pack(path: str, k: int, args) -> tuple[float, dict]:
         model.to(args.device)
     states, _ = initial_states(model, configs)
     packed, groups, loss_scaling = pack_for_training(model, configs, states)
-    timer = StepClock(args.warmup, args.steps, args.device, profile_steps(args))
+    timer = StepClock(args.warmup, args.steps, args.device, profile_steps(args), on_timed)
     blocks = torch.randint(0, 32000, (args.steps + profile_steps(args), args.seq))
     trainer = PackedTrainer(
         model=PackedCausalLM(packed, k, threshold=1e9), args=configs[0][3], callbacks=[timer],
@@ -79,12 +80,14 @@ def measure(case: str, path: str, args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     quantized = args.quantization == "4bit"
     timing = (args.seq, args.steps, args.warmup, args.device, profile_steps(args))
+    k = int(case.removeprefix("pack")) if case.startswith("pack") else 1
+    units = k * args.seq * (args.steps - args.warmup)
+    interim = Interim({"case": case, "configurations": k}, "tokens_per_s", units, args.device)
     if case in ("stock", "ours"):
-        runner, k = (run_stock if case == "stock" else run_ours), 1
-        tokens_per_s, profiled = runner(path, quantized, 1, args.checkpointing, *timing)
+        runner = run_stock if case == "stock" else run_ours
+        tokens_per_s, profiled = runner(path, quantized, 1, args.checkpointing, *timing, interim)
     else:
-        k = int(case.removeprefix("pack"))
-        tokens_per_s, profiled = run_pack(path, k, args)
+        tokens_per_s, profiled = run_pack(path, k, args, interim)
     row = {"case": case, "configurations": k, "tokens_per_s": round(tokens_per_s)}
     return {**row, **peak_memory(args.device), **profiled}
 
@@ -117,7 +120,7 @@ def main() -> None:
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.path, args)))
+        print(json.dumps(measure(args.one, args.path, args)), flush=True)
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU visible: run on a GPU machine, or --device cpu --quantization none")

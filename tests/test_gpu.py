@@ -86,3 +86,17 @@ def test_a_pack_on_a_4bit_base_trains_each_configuration(tiny_llama_dir, tiny_co
         assert metrics["status"] == "done" and metrics["final"]["perplexity"] < 0.9 * metrics["before"]["perplexity"]
     checkpoint = tmp_path / "pack" / "checkpoint-30"
     assert (checkpoint / "pack_adapters.safetensors").is_file() and not list(checkpoint.glob("model*.safetensors"))
+
+
+def test_the_kernel_profile_counts_the_kernels_of_a_gpu_step():
+    from benchmarks.common import KernelTime
+
+    a = torch.randn(2048, 2048, device="cuda")
+    kernels = KernelTime()
+    kernels.start()
+    for _ in range(4):
+        a = torch.tanh(a @ a)
+    figures = kernels.stop(steps=2, step_seconds=1.0)
+    assert "profile_error" not in figures, figures
+    assert figures["kernels_per_step"] >= 4 and 0 < figures["kernel_ms_per_step"] < 1000
+    assert 0 < figures["gpu_busy"] < 1

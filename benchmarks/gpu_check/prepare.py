@@ -5,6 +5,9 @@
 - `prepare-encoder`: a random RoBERTa of a real architecture's shape with a word-level tokenizer, a GLUE-layout SST-2
   folder whose sentences fill the sequence length, and `pack.json`, a pack of two run_glue.py configurations (Init[A]
   and Init[B]) in the setting of `benchmarks.packed_glue`'s cases, for `packing.probe`.
+- `probe-pack`: `--pack auto`'s measurement of that pack as the sweep tool makes it (`probe_in_subprocess` for packs
+  of 1 and 2, in processes that see the GPU a worker sees), the pack sizes it would pick, and the device's name as
+  `--pack auto` keys its kept figures.
 """
 
 import json
@@ -24,7 +27,7 @@ def prepare_decoder(arch: str, folder: Path) -> dict:
     return {"folder": str(folder), "gib": round(folder_bytes(folder) / 2**30, 2)}
 
 
-def prepare_encoder(arch: str, folder: Path, seq: int, batch: int) -> dict:
+def prepare_encoder(arch: str, folder: Path, seq: int, batch: int, precision: str) -> dict:
     from transformers import BertTokenizerFast, RobertaConfig, RobertaModel
 
     from benchmarks.packed_glue import ARCHS
@@ -37,7 +40,7 @@ def prepare_encoder(arch: str, folder: Path, seq: int, batch: int) -> dict:
     common = ["--model_name_or_path", str(model_dir), "--task_name", "sst2", "--glue_dir", str(glue_dir)]
     common += ["--max_seq_length", str(seq), "--per_device_train_batch_size", str(batch)]
     common += ["--per_device_eval_batch_size", str(batch), "--train_sampling_strategy", "random", "--seed", "0"]
-    common += ["--lora_alpha", "16", "--max_steps", "2"]
+    common += ["--lora_alpha", "16", "--max_steps", "2", *(["--bf16", "true"] if precision == "bf16" else [])]
     members = [[*common, "--lora_init", init, "--learning_rate", lr] for init, lr in (("A", "1e-4"), ("B", "1.5e-4"))]
     (folder / "pack.json").write_text(json.dumps({"runner": "run_glue.py", "members": members}, indent=1))
     return {"folder": str(folder), "gib": round(folder_bytes(folder) / 2**30, 2)}
@@ -57,11 +60,31 @@ def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def main(command: str, args) -> dict:
+def probe_pack(pack: Path, gpu: str | None) -> dict:
+    """Peaks of packs of 1 and 2 of `pack`, measured as `--pack auto` measures them, and the sizes that fit."""
+    from benchmarks.targets import A10_GIB
+    from packing.probe import fit, probe_in_subprocess
+    from sweeps.autopack import device_kind
+
+    gpu = None if gpu in (None, "none") else gpu
+    one = probe_in_subprocess(pack, 1, gpu)
+    two = probe_in_subprocess(pack, 2, gpu) if not one.get("out_of_memory") else {"out_of_memory": True}
+    peaks = {k: r["peak_bytes"] for k, r in ((1, one), (2, two)) if r.get("peak_bytes") is not None}
+    result = {"device_kind": device_kind(gpu), **{k: one.get(k) for k in ("measured_by", "device", "device_bytes")}}
+    result["peaks"] = {str(k): v for k, v in peaks.items()}
+    try:
+        result["fits_a10"] = fit(peaks, A10_GIB * 2**30)[0]
+        result["fits_device"] = fit(peaks, one["device_bytes"])[0]
+    except (KeyError, ValueError) as err:  # no pack of 1, or no growth from 1 to 2
+        result["fit_error"] = str(err)
+    return result
+
+
+def timed(command: str, args) -> dict:
     """One preparation step (`command`), timed; its result is printed as the step's JSON line."""
     start = time.perf_counter()
     if command == "prepare-decoder":
         result = prepare_decoder(args.arch, args.folder)
     else:
-        result = prepare_encoder(args.arch, args.folder, args.seq, args.batch)
+        result = prepare_encoder(args.arch, args.folder, args.seq, args.batch, args.precision)
     return {**result, "seconds": round(time.perf_counter() - start, 1)}

@@ -1,5 +1,7 @@
-"""Running a plan: each step in its own process under its timeout and the run's budget, each result appended to
-`results.jsonl` (and flushed to disk) the moment it is known, so a run stopped from outside keeps what it measured."""
+"""Running a plan: each step in its own process group under its timeout and the run's budget, each result appended
+to `results.jsonl` (and flushed to disk) the moment it is known, so a run stopped from outside keeps what it
+measured. A step's process group stays in the caller's session, so nothing outlives the command that ran the check;
+SIGTERM to the check kills the step in flight before the check ends."""
 
 import json
 import os
@@ -13,7 +15,6 @@ from pathlib import Path
 from benchmarks.gpu_check.plan import Step
 
 ROOT = Path(__file__).resolve().parents[2]
-MIN_START_S = 15  # a step is not started with less of the budget left than this
 
 
 class Record:
@@ -49,8 +50,12 @@ def junit_tests(path: Path) -> list[dict]:
     """Every test case of pytest's JUnit report: its id, outcome, seconds and the first line of any message."""
     if not path.is_file():
         return []
+    try:
+        cases = list(ElementTree.parse(path).iter("testcase"))
+    except ElementTree.ParseError:
+        return []
     tests = []
-    for case in ElementTree.parse(path).iter("testcase"):
+    for case in cases:
         outcome, message = "passed", ""
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
@@ -62,23 +67,36 @@ def junit_tests(path: Path) -> list[dict]:
     return tests
 
 
+class Stopped(Exception):
+    """The check itself got SIGTERM: the step in flight was killed, and the check ends."""
+
+
 def run_process(step: Step, timeout: float, record: Record) -> tuple[str, str, float]:
-    """Run `step` as `python *argv` in the project root: its status (ok, failed, timeout), stdout, and seconds. Its
-    stderr streams into the log; at the timeout its whole process group is killed."""
+    """Run `step` as `python *argv` in the project root, in a process group of its own: its status (ok, failed,
+    timeout), stdout, and seconds. Its stderr streams into the log; at the timeout (or a SIGTERM to the check) the
+    whole group is killed."""
     record.note(f"\n===== {step.name}: {' '.join([sys.executable, *step.argv])} (timeout {timeout:.0f} s)")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, *step.argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=record.log, text=True, env=env,
-        start_new_session=True,
+        [sys.executable, *step.argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=record.log, env=env,
+        encoding="utf-8", errors="replace", process_group=0,
     )  # fmt: skip
+
+    def stop(signum, frame):
+        os.killpg(process.pid, signal.SIGKILL)
+        raise Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         stdout, _ = process.communicate(timeout=timeout)
         status = "ok" if process.returncode == 0 else "failed"
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        stdout, _ = process.communicate()
+        stdout, _ = process.communicate(timeout=30)
         status = "timeout"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     record.note(f"----- {step.name} stdout (exit {process.returncode}):\n{stdout}")
     return status, stdout, round(time.monotonic() - start, 1)
 
@@ -89,10 +107,12 @@ def run_step(step: Step, left_s: float, statuses: dict, record: Record) -> dict:
     missing = [name for name in step.needs if statuses.get(name) != "ok"]
     if missing:
         return {**line, "status": "skipped", "reason": f"needs {', '.join(missing)}"}
-    if left_s < MIN_START_S:
+    if left_s < step.min_s:
         return {**line, "status": "skipped", "reason": f"out of time ({left_s:.0f} s of the budget left)"}
     status, stdout, seconds = run_process(step, min(step.timeout_s, left_s), record)
     line.update(status=status, wall_s=seconds)
+    if status == "timeout":
+        line["reason"] = f"killed after {seconds:.0f} s"
     if step.reads == "junit":
         tests = junit_tests(Path(step.argv[-1]))
         for test in tests:
@@ -103,18 +123,21 @@ def run_step(step: Step, left_s: float, statuses: dict, record: Record) -> dict:
     if status == "ok" and result is None:
         line.update(status="failed", reason="no JSON result line on stdout")
     elif result is not None:
-        line["result"] = result
-    if status == "timeout":
-        line["reason"] = f"killed after {seconds:.0f} s"
+        line["result"] = result  # after a timeout: the interim line a case prints before it profiles
     return line
 
 
 def run_plan(steps: list[Step], budget_s: float, record: Record) -> list[dict]:
-    """Every step in order within `budget_s` seconds in all; returns (and records) each step's line."""
+    """Every step in order within `budget_s` seconds in all; returns (and records) each step's line. A SIGTERM ends
+    the run after recording the step it cut short as stopped."""
     deadline = time.monotonic() + budget_s
     statuses, lines = {}, []
     for step in steps:
-        line = run_step(step, deadline - time.monotonic(), statuses, record)
+        try:
+            line = run_step(step, deadline - time.monotonic(), statuses, record)
+        except Stopped:
+            record.result({"group": step.group, "case": step.case, "status": "stopped", "reason": "SIGTERM"})
+            raise SystemExit(128 + signal.SIGTERM) from None
         statuses[step.name] = line["status"]
         record.result(line)
         lines.append(line)
