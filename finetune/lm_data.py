@@ -8,11 +8,12 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.arguments import ConfigError
 from finetune.embedded import shakespeare_dir
-from finetune.jsonl import read_jsonl
+from finetune.errors import ConfigError
+from finetune.fields import COUNT, FRACTION, POSITIVE_INT, SEED, Range, check_fields
 from finetune.lm_encoding import evenly_spaced
 from finetune.mmlu import McQuestion, mc_question, read_mmlu_file, subject_of
+from finetune.userfiles import read_jsonl, read_text, text_field
 
 LM_TASKS = ("shakespeare", "text", "wikitext2", "gsm8k", "instruct")
 HUB_SOURCES = {  # task → (dataset id, config) when no local files are given
@@ -43,30 +44,41 @@ class LmDataArguments:
         default=None,
         metadata={"help": "instruct: MMLU to evaluate on: hendrycks folder (test/*.csv, dev/*.csv), a CSV or JSONL."},
     )
-    mmlu_shots: int = field(default=0, metadata={"help": "MMLU in-context examples per question (from dev/)."})
-    block_size: int = field(default=256, metadata={"help": "Tokens per training/evaluation block (LM tasks)."})
-    max_seq_length: int = field(default=512, metadata={"help": "Longest prompt + response in tokens (SFT tasks)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "GSM8K: generation length for the worked answer."})
-    validation_fraction: float = field(
-        default=0.1, metadata={"help": "text/shakespeare: fraction of documents held out for perplexity."}
+    mmlu_shots: int = field(
+        default=0, metadata={"help": "MMLU in-context examples per question (from dev/).", "rule": COUNT}
     )
-    data_split_seed: int = field(default=0, metadata={"help": "Seed of that split, fixed across run seeds."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N documents/examples."})
+    block_size: int = field(
+        default=256, metadata={"help": "Tokens per training/evaluation block (LM tasks).", "rule": POSITIVE_INT}
+    )
+    max_seq_length: int = field(
+        default=512, metadata={"help": "Longest prompt + response in tokens (SFT tasks).", "rule": POSITIVE_INT}
+    )
+    max_new_tokens: int = field(
+        default=256, metadata={"help": "GSM8K: generation length for the worked answer.", "rule": POSITIVE_INT}
+    )
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={"help": "text/shakespeare: fraction of documents held out for perplexity.", "rule": FRACTION},
+    )
+    data_split_seed: int = field(
+        default=0, metadata={"help": "Seed of that split, fixed across run seeds.", "rule": SEED}
+    )
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Keep the first N documents/examples.", "rule": Range(low=1, integer=True, optional=True)},
+    )
     max_eval_samples: int | None = field(
         default=32,
-        metadata={"help": "Evaluate on N blocks / problems / questions, spread evenly over the set (0: all)."},
+        metadata={
+            "help": "Evaluate on N blocks / problems / questions, spread evenly over the set (0: all).",
+            "rule": Range(low=0, integer=True, optional=True),
+        },
     )
 
     def __post_init__(self) -> None:
         if self.task_name not in LM_TASKS:
             raise ConfigError(f"task_name: unknown task {self.task_name!r} (known: {', '.join(LM_TASKS)})")
-        for name in ("block_size", "max_seq_length", "max_new_tokens"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction}")
-        if self.mmlu_shots < 0:
-            raise ConfigError(f"mmlu_shots: must be >= 0, got {self.mmlu_shots}")
+        check_fields(self)
         for name in ("data_dir", "train_file", "mmlu_path"):
             path = getattr(self, name)
             hub = name == "train_file" and path is not None and path.startswith("hub:")
@@ -74,10 +86,22 @@ class LmDataArguments:
                 raise ConfigError(f"{name}: missing data file or folder: {path}")
         if self.task_name == "shakespeare" and self.data_dir is not None:
             raise ConfigError("data_dir: task shakespeare reads the embedded plays; use --task_name text for a folder")
+        self.check_sources()
         if self.task_name == "text" and self.data_dir is None:
             raise ConfigError("data_dir: task text needs a folder of .txt files")
         if self.task_name == "instruct" and self.train_file is None:
             raise ConfigError("train_file: task instruct needs a JSONL file of prompt/response pairs")
+
+    def check_sources(self) -> None:
+        """Every data setting given must be one the task reads (a setting the task ignores is an error)."""
+        reads = {"instruct": ("train_file", "mmlu_path", "mmlu_shots"), "shakespeare": ()}.get(
+            self.task_name, ("data_dir",)
+        )
+        for name in ("data_dir", "train_file", "mmlu_path", "mmlu_shots"):
+            if getattr(self, name) and name not in reads:
+                raise ConfigError(
+                    f"{name}: task {self.task_name} does not read it (it reads {', '.join(reads) or 'none'})"
+                )
 
     @property
     def is_lm(self) -> bool:
@@ -108,7 +132,7 @@ def read_text_folder(folder: Path) -> list[str]:
     files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
     if not files:
         raise ConfigError(f"data_dir: no .txt files in {folder}")
-    return [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    return [read_text(p) for p in files]
 
 
 def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -124,9 +148,10 @@ def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[s
 def gsm8k_examples(rows, where: str) -> list[SftExample]:
     examples = []
     for number, row in enumerate(rows, start=1):
-        if "####" not in str(row["answer"]):
+        question, answer = (text_field(row, key, f"{where} row {number}") for key in ("question", "answer"))
+        if "####" not in answer:
             raise ConfigError(f"{where} row {number}: GSM8K answer has no '#### <number>' final line")
-        examples.append(SftExample(gsm8k_prompt(row["question"]), " " + str(row["answer"]).strip()))
+        examples.append(SftExample(gsm8k_prompt(question), " " + answer.strip()))
     return examples
 
 
@@ -162,7 +187,7 @@ def read_wikitext(args: LmDataArguments) -> LmTaskData:
             raise ConfigError(
                 f"data_dir: no WikiText {split} split in {folder} (looked for {split}.txt, {stems[1]}.*)"
             )
-        texts[split] = path.read_text(encoding="utf-8")
+        texts[split] = read_text(path)
     return LmTaskData([texts["train"]], heldout=[texts["test"]], source=str(folder))
 
 
@@ -181,8 +206,11 @@ def instruct_examples(source: str) -> list[SftExample]:
     else:
         rows = read_jsonl(Path(source), (PROMPT_KEYS, RESPONSE_KEYS), "instruction")
     examples = []
-    for row in rows:
-        prompt, response = (str(next(row[k] for k in keys if k in row)) for keys in (PROMPT_KEYS, RESPONSE_KEYS))
+    for number, row in enumerate(rows, start=1):
+        where = f"{source} row {number}"
+        prompt, response = (
+            text_field(row, next(k for k in keys if k in row), where) for keys in (PROMPT_KEYS, RESPONSE_KEYS)
+        )
         examples.append(SftExample(prompt, " " + response))
     return examples
 

@@ -4,7 +4,6 @@ A question is answered by the letter among A–D whose token gets the highest lo
 final ``Answer:`` (one forward pass per question, no generation), the scoring of the MMLU reference code.
 """
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +11,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from finetune.arguments import ConfigError
-from finetune.jsonl import read_jsonl
+from finetune.errors import ConfigError
 from finetune.lm_encoding import left_padded_batches
+from finetune.userfiles import read_csv_rows, read_json_records
 
 LETTERS = "ABCD"
 
@@ -53,10 +52,9 @@ def subject_of(path: Path) -> str:
 
 def read_mmlu_file(path: Path, subject: str = "") -> list[McQuestion]:
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        rows = read_csv_rows(path, header=False)
     elif path.suffix in (".jsonl", ".json"):
-        rows = read_jsonl(path)  # fields are checked per row by mc_question
+        rows = read_json_records(path)  # fields are checked per row by mc_question
     else:
         raise ConfigError(f"mmlu_path: unsupported file type {path.suffix!r} (use .csv or .jsonl)")
     questions = [mc_question(row, f"{path} row {n}") for n, row in enumerate(rows, start=1)]

@@ -2,20 +2,26 @@
 
 import importlib.util
 import logging
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from finetune.arguments import EMBEDDED_CAUSAL_LM, EMBEDDED_ENCODER, ConfigError, LoraArguments, ModelArguments
+from finetune.arguments import EMBEDDED_CAUSAL_LM, EMBEDDED_ENCODER, LoraArguments, ModelArguments
 from finetune.embedded import embedded_causal_lm_dir, embedded_encoder_dir
+from finetune.errors import ConfigError, one_line
+from finetune.run_folder import safetensors_whole
 from init_schemes import InitSpec, apply_init, peft_init_value
 
 logger = logging.getLogger(__name__)
 
 
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+POSITION_OFFSET_MODELS = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text")  # positions from pad+1
+WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+LOCAL_PREFIXES = ("/", "./", "../", "~", ".\\")
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -24,18 +30,61 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(embedded[name_or_path]()) if name_or_path in embedded else name_or_path
 
 
+def check_local_model(model_path: str, model_args: ModelArguments) -> None:
+    """A local model must be a folder holding a config and weights (or the named GGUF file); a missing path that
+    reads as a local one is an error here, not a hub lookup."""
+    path = Path(model_path).expanduser()
+    if not path.exists():
+        if model_path.startswith(LOCAL_PREFIXES):
+            raise ConfigError(f"model_name_or_path: no such folder: {model_path}")
+        return  # a hub id
+    if not path.is_dir():
+        hint = " (give its folder, and the file as --gguf_file)" if path.suffix == ".gguf" else ""
+        raise ConfigError(f"model_name_or_path: {model_path} is a file, not a model folder{hint}")
+    if model_args.gguf_file:
+        if not (path / model_args.gguf_file).is_file():
+            raise ConfigError(f"gguf_file: no file {model_args.gguf_file} in {model_path}")
+        return
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"model_name_or_path: {model_path} holds no config.json (not a model folder)")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHTS):
+        raise ConfigError(f"model_name_or_path: {model_path} holds no weights (*.safetensors or *.bin)")
+    broken = next((f for f in sorted(path.glob("*.safetensors")) if not safetensors_whole(f)), None)
+    if broken is not None:
+        raise ConfigError(f"model_name_or_path: {broken} is cut short or not a safetensors file")
+
+
 def load_config(model_path: str, model_args: ModelArguments, **overrides):
-    """The model's config alone (no weights), from a folder, the hub, or a GGUF file's metadata."""
-    return AutoConfig.from_pretrained(
-        model_path, cache_dir=model_args.cache_dir, gguf_file=model_args.gguf_file, **overrides
-    )
+    """The model's config alone (no weights), from a folder, the hub, or a GGUF file's metadata; a path that holds
+    none, or a hub id the hub cannot give, is a one-line error."""
+    check_local_model(model_path, model_args)
+    try:
+        return AutoConfig.from_pretrained(
+            model_path, cache_dir=model_args.cache_dir, gguf_file=model_args.gguf_file, **overrides
+        )
+    except Exception as err:  # a config that does not parse, a field of the wrong type, a hub id the hub lacks
+        raise ConfigError(
+            f"model_name_or_path: cannot read a model config from {model_path} ({one_line(err)})"
+        ) from None
+
+
+def context_length(config) -> int | None:
+    """The longest sequence the model's positions cover: the config's position limit, less RoBERTa's offset."""
+    key = next((k for k in CONTEXT_KEYS if getattr(config, k, None)), None)
+    if key is None:
+        return None
+    limit = getattr(config, key)
+    if getattr(config, "model_type", None) in POSITION_OFFSET_MODELS and config.pad_token_id is not None:
+        limit -= config.pad_token_id + 1
+    return limit
 
 
 def check_context(config, lengths: dict[str, int]) -> None:
-    """Each named sequence length must fit the model's context (the config's position limit)."""
-    key = next((k for k in CONTEXT_KEYS if getattr(config, k, None)), None)
+    """Each named sequence length must fit the model's context (`context_length`)."""
+    limit = context_length(config)
     for name, length in lengths.items():
-        if key is not None and length > getattr(config, key):
+        if limit is not None and length > limit:
+            key = next(k for k in CONTEXT_KEYS if getattr(config, k, None))
             raise ConfigError(f"{name}: {length} tokens is above the model's context ({key} = {getattr(config, key)})")
 
 
@@ -66,14 +115,19 @@ def _targets(model: torch.nn.Module, target_names: list[str]):
 
 
 def check_lora_shapes(config, lora_args: LoraArguments, auto_class=AutoModelForSequenceClassification) -> None:
-    """Check targets and rank against the architecture, built on the meta device (config only, no weights)."""
+    """Check targets and rank against the architecture, built on the meta device (config only, no weights): every
+    target name must match a module (a typo is not silently skipped), and of `modules_to_save` (alternatives across
+    architectures, like the default classifier/score) at least one."""
     with torch.device("meta"):
         skeleton = auto_class.from_config(config)
-    found = list(_targets(skeleton, lora_args.lora_target_modules))
-    if not found:
-        where = config.name_or_path or config.model_type
-        raise ConfigError(f"lora_target_modules: no module named {lora_args.lora_target_modules} in {where}")
-    for name, module in found:
+    where = config.name_or_path or config.model_type
+    for target in lora_args.lora_target_modules:
+        if not any(True for _ in _targets(skeleton, [target])):
+            raise ConfigError(f"lora_target_modules: no module named {target!r} in {where}")
+    saved = lora_args.modules_to_save
+    if saved and not any(True for _ in _targets(skeleton, saved)):
+        raise ConfigError(f"modules_to_save: no module named {' or '.join(saved)} in {where}")
+    for name, module in _targets(skeleton, lora_args.lora_target_modules):
         weight = getattr(module, "weight", None)
         if weight is not None and weight.ndim >= 2 and lora_args.lora_r > min(weight.shape[0], weight[0].numel()):
             shape = "×".join(map(str, weight.shape))
@@ -81,10 +135,16 @@ def check_lora_shapes(config, lora_args: LoraArguments, auto_class=AutoModelForS
 
 
 def load_tokenizer(model_path: str, model_args: ModelArguments):
+    """The model's tokenizer (or `tokenizer_name`'s); one that cannot be loaded is a one-line error."""
     gguf = {} if model_args.tokenizer_name else {"gguf_file": model_args.gguf_file}
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir, **gguf
-    )
+    source = model_args.tokenizer_name or model_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, cache_dir=model_args.cache_dir, **gguf)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        field_name = "tokenizer_name" if model_args.tokenizer_name else "model_name_or_path"
+        raise ConfigError(f"{field_name}: cannot load a tokenizer from {source} ({one_line(err)})") from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is None:
+        raise ConfigError(f"{source}: the tokenizer has neither a pad nor an EOS token to pad batches with")
     if tokenizer.pad_token is None:  # decoder-only models: pad with EOS for classification batches
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from accelerate.utils import DistributedType
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from loraplus.groups import DEFAULT_LR_EMBEDDING, describe_param_groups, loraplus_param_groups, param_group_summary
 
@@ -118,6 +119,15 @@ class LoraPlusTrainer(Trainer):
         main_input = getattr(self.model, "main_input_name", "input_ids")
         return self._flops_per_token * inputs[main_input].numel() if main_input in inputs else 0
 
+    def _get_train_sampler(self, train_dataset=None):
+        """The Trainer's sampler, except that group_by_length shuffles from (seed, epoch), not from the global random
+        state: a run resumed in a later epoch then sees the order its uninterrupted run saw."""
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return SeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
+        return sampler
+
     def _clip_grad_norm(self, model):
         plain = self.accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_GPU)
         if not plain or getattr(self.args, "parallelism_config", None) is not None:  # sharded gradients: the stock way
@@ -147,6 +157,22 @@ class LoraPlusTrainer(Trainer):
             "LoRA+ optimizer groups (ratio %g):\n%s", ratio, describe_param_groups(self.optimizer.param_groups)
         )
         return self.optimizer
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped sampler whose shuffle for epoch e comes from a generator seeded with seed + e
+    (the Trainer calls `set_epoch` before each epoch)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
 
 
 @contextlib.contextmanager

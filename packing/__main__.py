@@ -1,17 +1,31 @@
 """python -m packing <pack.json>: train a pack of run_glue.py or run_llm.py configurations, resuming from the pack's
-newest checkpoint. The file (the sweep tool writes it) holds {"runner": "run_glue.py" or "run_llm.py", "members":
-[argv, …]}; the pack's checkpoints go to the file's folder."""
+newest complete checkpoint. The file (the sweep tool writes it) holds {"runner": "run_glue.py" or "run_llm.py",
+"members": [argv, …]}; the pack's checkpoints go to the file's folder. Errors and exit codes are a runner's
+(`finetune.command`)."""
 
 import importlib
-import json
 import logging
 import sys
 from pathlib import Path
 
-from finetune.arguments import ConfigError
-from finetune.embedded import FetchError
+from finetune.command import run_command
+from finetune.errors import ConfigError
+from finetune.run_folder import latest_checkpoint, read_json_file
 
 RUNNERS = {"run_glue.py": "packing.glue", "run_llm.py": "packing.llm"}  # runner → module with its run_packed
+
+
+def read_pack_file(path: Path) -> tuple[str, list[list[str]]]:
+    """The runner's module and the members' argvs of a pack file; a malformed one is a one-line error."""
+    spec = read_json_file(path)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: not a pack file (a JSON object with runner and members)")
+    if spec.get("runner") not in RUNNERS:
+        raise ConfigError(f"{path}: runner must be {' or '.join(RUNNERS)}, got {spec.get('runner')!r}")
+    members = spec.get("members")
+    if not isinstance(members, list) or not members or not all(isinstance(m, list) for m in members):
+        raise ConfigError(f"{path}: members must be a non-empty list of argument lists")
+    return RUNNERS[spec["runner"]], [[str(a) for a in member] for member in members]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,27 +34,20 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m packing <pack.json>", file=sys.stderr)
         return 2
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    from sweeps.worker import latest_checkpoint
-
     spec_path = Path(argv[0])
-    try:
-        spec = json.loads(spec_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        print(f"packing: error: {spec_path}: {err}", file=sys.stderr)
-        return 2
-    if spec.get("runner") not in RUNNERS:
-        known = " or ".join(RUNNERS)
-        print(f"packing: error: {spec_path}: runner must be {known}, got {spec.get('runner')!r}", file=sys.stderr)
-        return 2
-    members = spec["members"]
-    checkpoint = latest_checkpoint(spec_path.parent)
-    if checkpoint is not None:
-        members = [[*member, "--resume_from_checkpoint", str(checkpoint)] for member in members]
-    try:
-        return importlib.import_module(RUNNERS[spec["runner"]]).run_packed(members, str(spec_path.parent))
-    except (ConfigError, FetchError) as err:
-        print(f"packing: error: {err}", file=sys.stderr)
-        return 2
+
+    def prepare():
+        module, members = read_pack_file(spec_path)
+        checkpoint = latest_checkpoint(spec_path.parent)
+        if checkpoint is not None:
+            members = [[*member, "--resume_from_checkpoint", str(checkpoint)] for member in members]
+        return module, members
+
+    def train(prepared) -> int:
+        module, members = prepared
+        return importlib.import_module(module).run_packed(members, str(spec_path.parent))
+
+    return run_command("packing", prepare, train)
 
 
 if __name__ == "__main__":

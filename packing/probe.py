@@ -27,7 +27,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from finetune.arguments import ConfigError
+from finetune.errors import ConfigError
 
 HEADROOM = 0.9  # of the budget: the CUDA context, allocator fragmentation, and batches longer than the probe's
 STEPS = 2  # the first step allocates the optimizer state; the second is a steady step
@@ -132,7 +132,7 @@ def probe(runner_module: str, members: list[list[str]], k: int) -> dict:
 
 def probe_in_subprocess(pack_file: Path, k: int, gpu: str | None = None) -> dict:
     """`probe` in a fresh process (its memory is the pack's alone) that sees GPU `gpu` only, or none for None;
-    raises ConfigError with the end of its output if it fails."""
+    raises ConfigError naming its last line of output, all of which goes to probe_<k>.log beside the pack file."""
     project = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu if gpu is not None else ""}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project, env.get("PYTHONPATH")]))
@@ -140,8 +140,10 @@ def probe_in_subprocess(pack_file: Path, k: int, gpu: str | None = None) -> dict
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise ConfigError(f"pack auto: measuring a pack of {k} ({pack_file}) failed:\n{tail}")
+        log = Path(pack_file).parent / f"probe_{k}.log"
+        log.write_text(done.stdout + done.stderr)
+        said = ([line for line in done.stderr.splitlines() if line.strip()] or ["no output"])[-1].strip()
+        raise ConfigError(f"pack auto: measuring a pack of {k} failed ({said}); its output is in {log}")
     return json.loads(lines[-1])
 
 
@@ -166,11 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2 or not argv[1].isdigit():
         print("usage: python -m packing.probe <pack.json> K", file=sys.stderr)
         return 2
-    from packing.__main__ import RUNNERS
+    from finetune.command import run_command
+    from packing.__main__ import read_pack_file
 
-    spec = json.loads(Path(argv[0]).read_text())
-    print(json.dumps(probe(RUNNERS[spec["runner"]], spec["members"], int(argv[1]))))
-    return 0
+    def prepare():
+        module, members = read_pack_file(Path(argv[0]))
+        if not 1 <= int(argv[1]) <= len(members):
+            raise ConfigError(f"K: must be between 1 and the pack's {len(members)} members, got {argv[1]}")
+        return module, members, int(argv[1])
+
+    def measure_pack(prepared) -> int:
+        print(json.dumps(probe(*prepared)))
+        return 0
+
+    return run_command("packing.probe", prepare, measure_pack)
 
 
 if __name__ == "__main__":

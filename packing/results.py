@@ -74,14 +74,16 @@ class PackResults:
         self.recorders[index].finish("diverged", diverged_at_step=step, reason=reason)
 
     def fail(self, err: BaseException) -> None:
-        """The pack stopped on `err`: whoever has not ended is failed, unless it had diverged before."""
+        """The pack stopped on `err`: whoever has not ended is interrupted (a signal) or failed, unless it had
+        diverged before."""
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         for index, recorder in enumerate(self.recorders):
             if recorder.state["status"] != "running":
                 continue
             if index in self.diverged:
                 self.finish_diverged(index)
             else:
-                recorder.finish("failed", error=f"{type(err).__name__}: {err}")
+                recorder.finish(status, error=f"{type(err).__name__}: {err}")
 
 
 def train_pack(trainer, results: PackResults, final_metrics, model, tokenizer, summary=None) -> None:

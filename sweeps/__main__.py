@@ -15,10 +15,15 @@ not finish, 2 a bad sweep file or point, 130 interrupted (run again to resume).
 """
 
 import argparse
+import math
+import shutil
 import signal
 import sys
 
-from finetune.arguments import ConfigError
+from finetune.arguments import OneLineParser
+from finetune.command import report as report_error
+from finetune.errors import ConfigError, one_line
+from finetune.run_folder import writable_dir
 from sweeps.local import dry_run, run_local
 from sweeps.report import write_report
 from sweeps.spec import check_pack, fixed_values, load_sweep, validate
@@ -26,8 +31,30 @@ from sweeps.store import point_status, status_table, write_results
 from sweeps.worker import read_attempts
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors a ConfigError (one line) rather than the usage text."""
+
+    error = OneLineParser.error
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m sweeps", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["run", "status", "report"])
     parser.add_argument("sweep", help="the sweep YAML file")
     parser.add_argument(
@@ -35,7 +62,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "measures packs, and keeps the figures)"
     )  # fmt: skip
     parser.add_argument("--backend", choices=["local", "slurm"], default="local", help="run: where runs go")
-    parser.add_argument("--workers", type=int, default=None, help="run, local: CPU workers (default: the file's)")
+    parser.add_argument(
+        "--workers", type=positive_int, default=None, help="run, local: CPU workers (default: the file's)"
+    )
     parser.add_argument("--retry-failed", action="store_true", help="run: run failed points again")
     parser.add_argument("--no-wait", action="store_true", help="run, slurm: submit and return")
     parser.add_argument(
@@ -44,8 +73,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "measured. Default: the file's pack, or 1"
     )  # fmt: skip
     parser.add_argument(
-        "--pack-memory", type=float, default=None, metavar="GIB", help="run, --pack auto: the memory a pack may "
-        "use, in GiB (default: the whole GPU; CPU workers share the machine's memory)"
+        "--pack-memory", type=positive_number, default=None, metavar="GIB", help="run, --pack auto: the memory a "
+        "pack may use, in GiB (default: the whole GPU; CPU workers share the machine's memory)"
     )  # fmt: skip
     return parser.parse_args(argv)
 
@@ -101,42 +130,60 @@ def run(sweep, points, args) -> int:
     return 0 if all(point_status(p) in ("done", "diverged") for p in points) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
-    try:
-        sweep = load_sweep(args.sweep)
-        points = validate(sweep) if args.command == "run" else sweep.points()
-        if args.pack is not None:
-            args.pack = check_pack(args.pack, "--pack")
-        if args.command == "run":
-            args.pack = pack_sizer(sweep, args)
-            sweep.jobs(points, args.pack)  # a point a pack cannot take is an error now, not a failed run later
-    except ConfigError as err:
-        print(f"sweeps: error: {err}", file=sys.stderr)
-        return 2
-    if args.command == "status":
-        print(status_table(points))
-        return 0
-    if args.command == "report":
-        frame = write_results(sweep, points)
-        if frame.empty:
-            print("sweeps: error: no finished runs to report yet", file=sys.stderr)
-            return 2
-        fixed = fixed_values(sweep)
-        written = write_report(sweep.output_root, sweep.metric, sweep.higher_is_better, fixed, list(sweep.grid))
-        for name, path in written.items():
-            print(f"{name}: {path}")
-        return 0
+def check_backend(args) -> None:
+    """SLURM must be there before a SLURM sweep is planned."""
+    if args.command == "run" and args.backend == "slurm" and not args.dry_run and shutil.which("sbatch") is None:
+        raise ConfigError("--backend slurm: no SLURM here (sbatch is not on PATH); run on a SLURM login node")
 
+
+def setup(argv: list[str]) -> tuple:
+    """The command line, the sweep file and its points, checked: every problem a ConfigError."""
+    args = parse(argv)
+    check_backend(args)
+    sweep = load_sweep(args.sweep)
+    points = validate(sweep) if args.command == "run" else sweep.points()
+    if args.pack is not None:
+        args.pack = check_pack(args.pack, "--pack")
+    if args.command == "run":
+        writable_dir(sweep.output_root, "output_root")
+        args.pack = pack_sizer(sweep, args)
+        sweep.jobs(points, args.pack)  # a point a pack cannot take is an error now, not a failed run later
+    return args, sweep, points
+
+
+def status(sweep, points, args) -> int:
+    print(status_table(points))
+    return 0
+
+
+def report(sweep, points, args) -> int:
+    frame = write_results(sweep, points)
+    if frame.empty:
+        print("sweeps: error: no finished runs to report yet", file=sys.stderr)
+        return 2
+    fixed = fixed_values(sweep)
+    written = write_report(sweep.output_root, sweep.metric, sweep.higher_is_better, fixed, list(sweep.grid))
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     def stop(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        return run(sweep, points, args)
+        args, sweep, points = setup(sys.argv[1:] if argv is None else argv)
+        return {"run": run, "status": status, "report": report}[args.command](sweep, points, args)
+    except ConfigError as err:
+        print(f"sweeps: error: {one_line(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("sweeps: interrupted; running workers were told to stop. Run again to resume.", file=sys.stderr)
         return 130
+    except Exception as err:  # unforeseen: one line (LORA_TOOLKIT_DEBUG=1 adds the traceback)
+        return report_error("sweeps", f"{type(err).__name__}: {err}", 1, err)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ import shutil
 import subprocess
 import sys
 
-from finetune.arguments import ConfigError
 from finetune.atomic import write_json_atomic
+from finetune.errors import ConfigError
+from finetune.run_folder import read_json_file
 from sweeps.spec import Job, Point, Sweep
 
 GIB = 2**30
@@ -95,9 +96,9 @@ class AutoPack:
         from packing.probe import probe_in_subprocess
 
         folder = self.sweep.output_root / "packs" / f"probe_{digest}"
-        kept = folder / "probe.json"
-        if kept.is_file():
-            return json.loads(kept.read_text())
+        kept = read_json_file(folder / "probe.json")
+        if isinstance(kept, dict) and isinstance(kept.get("peaks"), dict) and "1" in kept["peaks"]:
+            return kept  # a kept file that does not parse is measured again
         probe = Job(members[:2], folder)
         probe.write_pack_file()
         results = [probe_in_subprocess(folder / "pack.json", 1, self.gpu)]
@@ -107,5 +108,5 @@ class AutoPack:
         keep = ("device", "device_bytes", "measured_by")
         peaks = {str(r["k"]): r["peak_bytes"] for r in results if not r.get("out_of_memory")}
         figures = {**{n: results[0][n] for n in keep}, "peaks": peaks}
-        write_json_atomic(kept, figures)
+        write_json_atomic(folder / "probe.json", figures)
         return figures

@@ -1,9 +1,10 @@
 """The local backend: a queue that keeps every slot busy, a slot being one GPU (one run each) or one CPU worker.
 
 A run starts the moment a slot frees, not in waves. Each run goes through `sweeps.worker`, in its own process
-session, so the worker outlives a killed sweep and finishes (and records) its run; a restarted sweep waits for such
-runs instead of starting them again. Ctrl-C or SIGTERM stops the queue and passes the signal to the running workers,
-whose runs are then resumed by the next ``run``.
+session, so the worker outlives a killed sweep and finishes (and records) its run. Points another process runs
+(another ``run`` of the same sweep, or the orphaned workers of a killed one) are waited for, and started here if that
+process stops without finishing them; a point this ``run`` itself attempted is not attempted twice. Ctrl-C or SIGTERM
+stops the queue and passes the signal to the running workers, whose runs are then resumed by the next ``run``.
 """
 
 import os
@@ -15,7 +16,8 @@ import time
 from tqdm.auto import tqdm
 
 from sweeps.spec import PROJECT, Job, Point, Sweep
-from sweeps.store import point_status, statuses, write_results
+from sweeps.store import FINISHED, point_status, statuses, write_results
+from sweeps.worker import LOCKED
 
 POLL_S = 0.5
 
@@ -49,28 +51,28 @@ def start(job: Job, gpu: str | None) -> subprocess.Popen:
 
 
 def run_local(sweep: Sweep, points: list[Point], workers: int | None = None, pack=None) -> None:
-    """Run every point that is pending or interrupted (in packs of up to `pack`, default the file's); wait for
-    points other processes are running."""
+    """Run every point that is pending or interrupted (in packs of up to `pack`, default the file's) until every
+    point is finished, failed, damaged, or was attempted by this run; wait for points other processes are running."""
     free = slots(sweep, workers)
-    state = statuses(points)
-    queue = sweep.jobs([p for p in points if state[p.run_id] in ("pending", "interrupted")], pack)
-    foreign = [p for p in points if state[p.run_id] == "running"]
+    attempted: set[str] = set()  # points a worker of this run ran, or could not start: not started again here
     active: dict[subprocess.Popen, tuple[Job, str | None]] = {}
-    progress = tqdm(total=sum(len(j.points) for j in queue) + len(foreign), desc=f"sweep {sweep.name}", unit="run")
+    progress = tqdm(total=len(points), desc=f"sweep {sweep.name}", unit="run")
     try:
-        while queue or active or foreign:
-            while queue and free:
-                job = queue.pop(0)
+        while True:
+            state = statuses(points)
+            progress.update(sum(s in FINISHED for s in state.values()) - progress.n)
+            queued = {p.run_id for job, _ in active.values() for p in job.points}  # started, maybe not locked yet
+            startable = [p for p in points if startable_here(p, state, queued | attempted)]
+            if not (startable or active or any(state[p.run_id] == "running" for p in points)):
+                break
+            for job in sweep.jobs(startable, pack)[: len(free)] if free else []:
                 gpu = free.pop(0)
                 active[start(job, gpu)] = (job, gpu)
             for proc in [p for p in active if p.poll() is not None]:
                 job, gpu = active.pop(proc)
                 free.append(gpu)
-                progress.update(len(job.points))
-                write_results(sweep, points)
-            for point in [p for p in foreign if point_status(p) != "running"]:
-                foreign.remove(point)
-                progress.update()
+                if proc.returncode != LOCKED:  # the worker ran its points (or could not): once per `run` is enough
+                    attempted |= {p.run_id for p in job.points}
                 write_results(sweep, points)
             time.sleep(POLL_S)
     except KeyboardInterrupt:
@@ -82,6 +84,12 @@ def run_local(sweep: Sweep, points: list[Point], workers: int | None = None, pac
     finally:
         progress.close()
         write_results(sweep, points)
+
+
+def startable_here(point: Point, state: dict[str, str], busy: set[str]) -> bool:
+    """A point this run may start: pending or interrupted, not queued here, not attempted by this run already (a
+    worker that found it locked by another process did not attempt it)."""
+    return state[point.run_id] in ("pending", "interrupted") and point.run_id not in busy
 
 
 def dry_run(sweep: Sweep, points: list[Point], pack=None) -> str:

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from finetune.atomic import write_csv_atomic  # noqa: E402
+from finetune.errors import ConfigError  # noqa: E402
 
 INIT, LR, RATIO, TASK = "lora_init", "learning_rate", "loraplus_lr_ratio", "task_name"
 COLOURS = {"A": "tab:blue", "B": "tab:orange"}
@@ -40,6 +41,8 @@ def with_defaults(results: pd.DataFrame, fixed: dict, grid_keys: list[str]) -> p
 def summarize(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     keys = [TASK, INIT, LR, RATIO]
     column = f"final_{metric}"
+    if column not in results:
+        results = results.assign(**{column: np.nan})
     done = results[results["status"] == "done"]
     stats = done.groupby(keys)[column].agg(mean="mean", std="std", seeds="count") if len(done) else None
     counts = (
@@ -123,12 +126,30 @@ def plot_ratio_heatmap(summary: pd.DataFrame, metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+def numeric_metrics(results: pd.DataFrame) -> pd.DataFrame:
+    """The metric columns as numbers: a value that is not one (a damaged metrics.json) becomes NaN and is left out of
+    the means, so one bad run never stops the report."""
+    frame = results.copy()
+    for column in [c for c in frame if c.startswith(("final_", "best_", "before_"))]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
+
+
+def check_metric(results: pd.DataFrame, metric: str) -> None:
+    """A metric no finished run reports is a misspelling, not an empty report."""
+    done = results[results["status"] == "done"]
+    if len(done) and f"final_{metric}" not in done:
+        found = sorted(c.removeprefix("final_") for c in done if c.startswith("final_"))
+        raise ConfigError(f"metric: no run reports {metric!r} (they report {', '.join(found) or 'nothing'})")
+
+
 def write_report(
     output_root: Path, metric: str, higher_is_better: bool, fixed: dict, grid_keys: list[str] | None = None
 ) -> dict:
     """Write the summary tables and figures next to ``results.csv``; `fixed` gives the values of task, init, lr
     and ratio where the grid does not vary them. Returns the written paths."""
-    results = with_defaults(pd.read_csv(output_root / "results.csv"), fixed, grid_keys or [])
+    results = with_defaults(numeric_metrics(pd.read_csv(output_root / "results.csv")), fixed, grid_keys or [])
+    check_metric(results, metric)
     summary = summarize(results, metric)
     best = best_learning_rates(summary, higher_is_better)
     paths = {"summary": output_root / "summary.csv", "best": output_root / "best.csv"}

@@ -16,19 +16,28 @@ import functools
 import hashlib
 import itertools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
-from finetune.arguments import ConfigError, check_combination, parse_args, settings_to_argv
+from finetune.arguments import check_combination, parse_args, read_yaml, settings_to_argv
 from finetune.atomic import write_json_atomic
+from finetune.errors import ConfigError
+from finetune.secrets import is_secret_name, redact_settings
+from sweeps.checks import NAME, OWNED_BY_THE_SWEEP, check_sweep_mapping
 
 RUNNERS = ("run_glue.py", "run_llm.py")
-TOP_KEYS = {"name", "runner", "base", "grid", "metric", "higher_is_better", "output_root", "local", "slurm", "pack"}
-LOCAL_KEYS = {"workers", "gpus"}
-SLURM_KEYS = {"partition", "time_min", "gpus_per_run", "cpus_per_run", "mem_gb", "array_parallelism", "extra"}
+SECRET_ENVIRONMENT = {"hub_token": "HF_TOKEN"}
+WHERE_IT_WRITES = ("output_dir", "logging_dir", "run_name")
+READABLE_CHARS = 96  # of a point's folder name, before its id
+LOWER_IS_BETTER = (
+    "loss",
+    "perplexity",
+    "ppl",
+    "error",
+)  # metric names whose best is the lowest  # a secret in `base` reaches the runs through the environment
 GPU_ONLY_FLAGS = ("fp16", "bf16", "load_in_4bit", "load_in_8bit")
 GPU_FLAGS_OFF = [token for flag in GPU_ONLY_FLAGS for token in (f"--{flag}", "false")]  # to parse on a CPU machine
 SHORT_NAMES = {"learning_rate": "lr", "lora_init": "init", "loraplus_lr_ratio": "ratio", "task_name": "task"}
@@ -72,7 +81,7 @@ class Point:
 @functools.cache
 def _recipe(path: Path) -> dict:
     """A `config` recipe's settings, read once however many points share it."""
-    recipe = yaml.safe_load(path.read_text()) if path.is_file() else None
+    recipe = read_yaml(path, "config") if path.is_file() else None
     return recipe if isinstance(recipe, dict) else {}
 
 
@@ -159,45 +168,48 @@ class Sweep:
             digest = hashlib.sha1(json.dumps([self.runner, settings], sort_keys=True, default=str).encode())
             run_id = digest.hexdigest()[:10]
             readable = "_".join(f"{SHORT_NAMES.get(k, k)}{v}" for k, v in values.items()).replace("/", "-")
+            readable = readable[
+                :READABLE_CHARS
+            ]  # a long value (a path) must not make the name too long; the id is unique
             run_dir = self.output_root / "runs" / f"{readable}_{run_id}"
             if run_id not in {p.run_id for p in points}:  # a value listed twice is one run
                 points.append(Point(values, settings, run_id, run_dir, self.runner))
         return points
 
 
-def _check_keys(found: dict, allowed: set, where: str) -> None:
-    unknown = sorted(set(found) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
-
-
 def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a sweep file (unknown keys, an empty grid, a runner we do not ship are one-line errors)."""
+    """Read and check a sweep file (`sweeps.checks`; a malformed file, an unknown key, a bad value or a runner we do
+    not ship is a one-line error). A secret in `base` (hub_token) goes to the environment the runs inherit, not into
+    any file or command line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep: file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path, "sweep") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"sweep: {path} must hold a mapping")
-    _check_keys(raw, TOP_KEYS, str(path))
-    _check_keys(raw.get("local") or {}, LOCAL_KEYS, f"{path}: local")
-    _check_keys(raw.get("slurm") or {}, SLURM_KEYS, f"{path}: slurm")
+    check_sweep_mapping(raw, str(path))
     if raw.get("runner") not in RUNNERS:
         raise ConfigError(f"{path}: runner must be one of {', '.join(RUNNERS)}, got {raw.get('runner')!r}")
-    grid = raw.get("grid") or {}
-    if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
-        raise ConfigError(f"{path}: grid must map each setting to a non-empty list of values")
     base = dict(raw.get("base") or {})
+    for key in [k for k in base if is_secret_name(k)]:
+        if key not in SECRET_ENVIRONMENT:
+            raise ConfigError(f"{path}: base.{key}: the runners take no such secret; export it in the environment")
+        secret = base.pop(key)
+        if secret:
+            os.environ[SECRET_ENVIRONMENT[key]] = str(secret)
     name = raw.get("name") or path.stem
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"{path}: the sweep's name {name!r} (its file's) is not a plain folder name; set name:")
     root = Path(raw.get("output_root") or Path("outputs") / "sweeps" / name).resolve()  # from where `run` was started
     pack = check_pack(raw.get("pack", 1), str(path))
+    metric = raw.get("metric", "eval_accuracy" if raw["runner"] == "run_glue.py" else "perplexity")
     return Sweep(
         name=name,
         runner=raw["runner"],
         base=base,
-        grid=grid,
-        metric=raw.get("metric", "eval_accuracy" if raw["runner"] == "run_glue.py" else "perplexity"),
-        higher_is_better=raw.get("higher_is_better", raw["runner"] == "run_glue.py"),
+        grid=raw["grid"],
+        metric=metric,
+        higher_is_better=raw.get("higher_is_better", not any(word in metric for word in LOWER_IS_BETTER)),
         output_root=root,
         local=raw.get("local") or {},
         slurm=raw.get("slurm") or {},
@@ -234,14 +246,31 @@ def parse_point(sweep: Sweep, point: Point) -> tuple:
 
 
 def validate(sweep: Sweep) -> list[Point]:
-    """Parse every point; the first bad one is a one-line error naming the point."""
-    points = sweep.points()
+    """Parse every point; the first bad one is a one-line error naming the point. A `config` recipe may not set what
+    the sweep owns, and two points whose settings parse the same (1e-3 and 0.001) are one point written twice."""
+    points, seen = sweep.points(), {}
     for point in points:
+        owned = [k for k in OWNED_BY_THE_SWEEP if point.setting(k) is not None and k not in point.settings]
+        if owned:
+            raise ConfigError(f"sweep point {point.values}: its config recipe sets {owned[0]}, which the sweep owns")
         try:
-            parse_point(sweep, point)
+            parsed = parse_point(sweep, point)
         except ConfigError as err:
             raise ConfigError(f"sweep point {point.values}: {err}") from None
+        key = parsed_settings(parsed)
+        if key in seen:
+            raise ConfigError(f"sweep points {seen[key]} and {point.values} are the same settings written twice")
+        seen[key] = point.values
     return points
+
+
+def parsed_settings(parsed: tuple) -> str:
+    """Every parsed field of a point but where it writes, as one comparable string."""
+    fields = [
+        {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init and f.name not in WHERE_IT_WRITES}
+        for obj in parsed
+    ]
+    return json.dumps(fields, sort_keys=True, default=str)
 
 
 def fixed_values(sweep: Sweep) -> dict:
@@ -257,5 +286,5 @@ def fixed_values(sweep: Sweep) -> dict:
 
 
 def describe(sweep: Sweep) -> dict:
-    """The sweep as written, for the sweep's own record."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(sweep).items()}
+    """The sweep as written (secrets redacted), for the sweep's own record."""
+    return redact_settings({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(sweep).items()})

@@ -2,34 +2,52 @@
 
 A point is ``done`` or ``diverged`` (its metrics.json says so), ``failed`` (its last attempt exited non-zero without
 being interrupted), ``running`` (a live worker holds its lock), ``interrupted`` (started, then stopped or killed:
-the next ``run`` resumes it), or ``pending``. ``results.csv`` has one row per finished point (done, diverged,
+the next ``run`` resumes it), ``damaged`` (its metrics.json or attempts.json does not parse: reported, never run,
+never breaking the other points), or ``pending``. ``results.csv`` has one row per finished point (done, diverged,
 failed): its grid values, status, final and best metrics, wall time, exit code and error; it is rebuilt from the run
 directories and written atomically, so it can never hold a row twice.
 """
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from finetune.atomic import write_csv_atomic, write_json_atomic
+from finetune.run_folder import read_json_file
 from sweeps.spec import Point, Sweep, describe
-from sweeps.worker import finished, is_locked, read_attempts, read_lock
+from sweeps.worker import Damaged, finished, is_locked, read_attempts, read_lock
 
 FINISHED = ("done", "diverged", "failed")
 
 
 def read_metrics(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    """The point's metrics.json: {} when there is none, `Damaged` when it is not a JSON object."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
         return {}
+    found = read_json_file(path)
+    if not isinstance(found, dict):
+        raise Damaged(f"{path} is not a JSON object")
+    return found
+
+
+def damage(point: Point) -> str | None:
+    """Why the point's records cannot be read, or None."""
+    try:
+        read_metrics(point.run_dir)
+        read_attempts(point.run_dir)
+    except Damaged as err:
+        return str(err)
+    return None
 
 
 def point_status(point: Point) -> str:
     if is_locked(point.run_dir):  # the lock first: a run that finishes meanwhile then reads as finished, not stopped
         return "running"
-    metrics, attempts = read_metrics(point.run_dir), read_attempts(point.run_dir)
+    try:
+        metrics, attempts = read_metrics(point.run_dir), read_attempts(point.run_dir)
+    except Damaged:
+        return "damaged"
     if finished(point.run_dir, attempts):
         return metrics["status"]
     if not attempts:
@@ -40,8 +58,11 @@ def point_status(point: Point) -> str:
     return "failed"  # a non-zero exit, or a zero exit that left no done/diverged metrics
 
 
-def flatten(prefix: str, values: dict | None) -> dict:
-    return {f"{prefix}{k}": v for k, v in (values or {}).items() if isinstance(v, int | float | str | bool)}
+def flatten(prefix: str, values) -> dict:
+    """A metrics entry's scalars as prefixed columns (an entry that is not a mapping gives none)."""
+    if not isinstance(values, dict):
+        return {}
+    return {f"{prefix}{k}": v for k, v in values.items() if isinstance(v, int | float | str | bool)}
 
 
 def result_row(point: Point, status: str) -> dict:
@@ -87,6 +108,8 @@ def status_table(points: list[Point]) -> str:
         holder = read_lock(point.run_dir) if status == "running" else None
         if holder:
             line += f"  (host {holder.get('host')}, pid {holder.get('pid')}, slurm job {holder.get('slurm_job_id')})"
+        if status == "damaged":
+            line += f"\n{'':12}{damage(point)} (delete it, or the run folder, to run the point again)"
         if status == "failed":
             last = read_attempts(point.run_dir)[-1]
             error = (last.get("error") or "").strip().splitlines()

@@ -111,15 +111,18 @@ CASES = {
     "missing folder": (["--task_name", "wikitext2", "--data_dir", "/no/such"], "data_dir: missing data file"),
     "unknown dtype": (["--torch_dtype", "fp8"], "torch_dtype: must be one of float32"),
     "instruct rows without a response": (["--task_name", "instruct", "--train_file", "{flan}"], "lacks field"),
-    "unknown target module": (["--lora_target_modules", "query"], "lora_target_modules: no module named"),
+    "unknown target module": (
+        ["--task_name", "text", "--data_dir", "{corpus}", "--lora_target_modules", "query"],
+        "lora_target_modules: no module named",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_flag(case, capsys, tiny_llama_dir, tmp_path):
+def test_bad_flag(case, capsys, tiny_llama_dir, tiny_corpus_dir, tmp_path):
     (tmp_path / "flan.jsonl").write_text('{"prompt": "Q"}\n')
     argv, message = CASES[case]
-    argv = [a.replace("{flan}", str(tmp_path / "flan.jsonl")) for a in argv]
+    argv = [a.replace("{flan}", str(tmp_path / "flan.jsonl")).replace("{corpus}", str(tiny_corpus_dir)) for a in argv]
     assert message in error_line(capsys, tiny_llama_dir, *argv)
 
 

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from finetune.arguments import ConfigError
+from finetune.errors import ConfigError
+from finetune.fields import POSITIVE, POSITIVE_INT, SEED, Range, check_fields, no_duplicates
 from toy.model import INITS, ToyConfig
 
 DEFAULT_WIDTHS = [128, 256, 512, 1024, 2048, 4096, 8192]
@@ -20,23 +21,36 @@ RUN_ONLY = ("output_dir", "resume", "figures", "widths")  # settings that do not
 
 @dataclass
 class ToyArguments:
-    widths: list[int] = field(default_factory=lambda: list(DEFAULT_WIDTHS), metadata={"help": "Hidden widths n."})
-    lrs: list[float] = field(default_factory=list, metadata={"help": "Explicit lr grid (overrides lr_min/max)."})
-    lr_min: float = field(default=10**-4.5, metadata={"help": "Smallest lr of the log-spaced grid."})
-    lr_max: float = field(default=1.0, metadata={"help": "Largest lr of the log-spaced grid."})
-    lrs_per_decade: int = field(default=4, metadata={"help": "Grid density: lrs spaced by 10^(1/this)."})
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (teacher, data, init)."})
+    widths: list[int] = field(
+        default_factory=lambda: list(DEFAULT_WIDTHS), metadata={"help": "Hidden widths n.", "rule": POSITIVE_INT}
+    )
+    lrs: list[float] = field(
+        default_factory=list, metadata={"help": "Explicit lr grid (overrides lr_min/max).", "rule": POSITIVE}
+    )
+    lr_min: float = field(default=10**-4.5, metadata={"help": "Smallest lr of the log-spaced grid.", "rule": POSITIVE})
+    lr_max: float = field(default=1.0, metadata={"help": "Largest lr of the log-spaced grid.", "rule": POSITIVE})
+    lrs_per_decade: int = field(
+        default=4, metadata={"help": "Grid density: lrs spaced by 10^(1/this).", "rule": POSITIVE_INT}
+    )
+    seeds: list[int] = field(
+        default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (teacher, data, init).", "rule": SEED}
+    )
     inits: list[str] = field(default_factory=lambda: list(INITS), metadata={"help": "Init schemes: A and/or B."})
-    steps: int = field(default=200, metadata={"help": "Full-batch Adam steps."})
-    input_dim: int = field(default=5, metadata={"help": "Input dimension d."})
-    rank: int = field(default=4, metadata={"help": "LoRA rank r."})
-    alpha: float = field(default=4.0, metadata={"help": "LoRA alpha (update scaled by alpha / r)."})
-    n_train: int = field(default=256, metadata={"help": "Training points (the paper used 1000)."})
-    n_test: int = field(default=100, metadata={"help": "Test points."})
-    loraplus_ratio: float = field(default=1.0, metadata={"help": "LoRA+: lr_B = ratio · lr_A."})
-    init_scale_a: float = field(default=1.0, metadata={"help": "Init[A]: A ~ N(0, scale²/n)."})
-    init_scale_b: float = field(default=1.0, metadata={"help": "Init[B]: B ~ N(0, scale²/r)."})
-    divergence_factor: float = field(default=100.0, metadata={"help": "Unstable once loss > this × initial loss."})
+    steps: int = field(default=200, metadata={"help": "Full-batch Adam steps.", "rule": POSITIVE_INT})
+    input_dim: int = field(default=5, metadata={"help": "Input dimension d.", "rule": POSITIVE_INT})
+    rank: int = field(default=4, metadata={"help": "LoRA rank r.", "rule": POSITIVE_INT})
+    alpha: float = field(default=4.0, metadata={"help": "LoRA alpha (update scaled by alpha / r).", "rule": POSITIVE})
+    n_train: int = field(
+        default=256, metadata={"help": "Training points (the paper used 1000).", "rule": POSITIVE_INT}
+    )
+    n_test: int = field(default=100, metadata={"help": "Test points.", "rule": POSITIVE_INT})
+    loraplus_ratio: float = field(default=1.0, metadata={"help": "LoRA+: lr_B = ratio · lr_A.", "rule": POSITIVE})
+    init_scale_a: float = field(default=1.0, metadata={"help": "Init[A]: A ~ N(0, scale²/n).", "rule": POSITIVE})
+    init_scale_b: float = field(default=1.0, metadata={"help": "Init[B]: B ~ N(0, scale²/r).", "rule": POSITIVE})
+    divergence_factor: float = field(
+        default=100.0,
+        metadata={"help": "Unstable once loss > this × initial loss.", "rule": Range(low=1, low_open=True)},
+    )
     compute_dtype: str = field(default="float32", metadata={"help": "dtype of the n×N activations (float32|64)."})
     output_dir: str | None = field(default=None, metadata={"help": "Default: outputs/toy/ratio<r>_steps<s>."})
     resume: bool = field(default=True, metadata={"help": "Keep widths a killed run with equal settings finished."})
@@ -62,8 +76,13 @@ class ToyArguments:
 
     def validate(self) -> None:
         """Raise ConfigError (one line, naming the field) on settings that cannot run."""
-        if not self.widths or min(self.widths) < 1:
-            raise ConfigError(f"widths: must be positive integers, got {self.widths}")
+        check_fields(self)
+        if self.output_dir is not None and not self.output_dir.strip():
+            raise ConfigError("output_dir: must name a folder, got an empty string")
+        for name in ("widths", "lrs", "seeds", "inits"):
+            no_duplicates(name, getattr(self, name))
+        if not self.widths:
+            raise ConfigError("widths: give at least one width")
         if self.rank > min(self.widths):
             raise ConfigError(f"rank: {self.rank} is larger than the smallest width {min(self.widths)}")
         unknown = [i for i in self.inits if i not in INITS]
@@ -71,9 +90,7 @@ class ToyArguments:
             raise ConfigError(f"inits: unknown init {unknown or self.inits} (known: {', '.join(INITS)})")
         if not self.seeds:
             raise ConfigError("seeds: give at least one seed")
-        if self.lrs and min(self.lrs) <= 0:
-            raise ConfigError(f"lrs: learning rates must be > 0, got {min(self.lrs)}")
-        if not self.lrs and not (0 < self.lr_min <= self.lr_max and self.lrs_per_decade > 0):
+        if not self.lrs and not self.lr_min <= self.lr_max:
             raise ConfigError(
                 f"lr_min, lr_max: the grid is empty (need 0 < lr_min ≤ lr_max and lrs_per_decade > 0, "
                 f"got {self.lr_min}, {self.lr_max}, {self.lrs_per_decade})"
