@@ -16,14 +16,14 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from finetune.arguments import parse_args
-from finetune.atomic import write_csv_atomic, write_json_atomic
-from finetune.command import run_command
-from finetune.results import resolved_config
-from finetune.run_folder import read_json_file, writable_dir
-from toy import analysis, figures
-from toy.arguments import ToyArguments
-from toy.train import Student, train_width
+from lorakit.core.atomic import write_csv_atomic, write_json_atomic
+from lorakit.core.parsing import parse_args
+from lorakit.core.run_folder import read_json_file, writable_dir
+from lorakit.toy import analysis, figures
+from lorakit.toy.arguments import ToyArguments
+from lorakit.toy.train import Student, train_width
+from lorakit.training.command import run_command
+from lorakit.training.records import resolved_config
 
 RESULTS, CURVES = "results.csv", "curves.csv"
 

@@ -5,8 +5,8 @@ the real architectures (no hub needed).
     python -m benchmarks.llm_training --small_arch tiny --cases stock_bf16_b8 ours_bf16_b8 --device cpu  # smoke
 
 Stock: transformers + PEFT (+ bitsandbytes) as their docs show it: `from_pretrained`, `prepare_model_for_kbit_training`
-(quantized), `get_peft_model`, model in train mode, a plain AdamW loop. Ours: `finetune.modeling.load_causal_lm`,
-`add_lora` and `LoraPlusTrainer`, exactly as run_llm.py calls them. Each case runs in its own process, so peak
+(quantized), `get_peft_model`, model in train mode, a plain AdamW loop. Ours: `lorakit.models.loading.load_causal_lm`,
+`add_lora` and `LoraTrainer`, exactly as run_llm.py calls them. Each case runs in its own process, so peak
 memory (``torch.cuda.max_memory_allocated``) is its own. Tokens/s counts the steps after `--warmup`.
 """
 
@@ -119,24 +119,25 @@ def run_stock(
 def run_ours(
     path, quantized, batch, checkpointing, seq, steps, warmup, device, profile=0, on_timed=None
 ) -> tuple[float, dict]:
-    from finetune.arguments import ModelArguments
-    from finetune.lm_arguments import LlmLoraArguments, LlmTrainArguments
-    from finetune.lm_encoding import BlockDataset, PadCollator
-    from finetune.modeling import add_lora, load_causal_lm
-    from loraplus import LoraPlusTrainer
+    from lorakit.models.arguments import ModelArguments
+    from lorakit.models.loading import load_causal_lm
+    from lorakit.models.lora import add_lora
+    from lorakit.tasks.lm.arguments import LmLoraArguments, LmTrainArguments
+    from lorakit.tasks.lm.encoding import BlockDataset, PadCollator
+    from lorakit.training.trainer import LoraTrainer
 
     model_args = ModelArguments(model_name_or_path=path, torch_dtype="bfloat16", load_in_4bit=quantized)
-    train_args = LlmTrainArguments(
+    train_args = LmTrainArguments(
         output_dir=tempfile.mkdtemp(), max_steps=steps + profile, per_device_train_batch_size=batch,
         learning_rate=1e-4, gradient_checkpointing=checkpointing, bf16=device == "cuda", use_cpu=device == "cpu",
         logging_steps=steps,
         save_strategy="no", report_to=[], warmup_steps=0, dataloader_num_workers=0,
     )  # fmt: skip
     model = load_causal_lm(path, model_args, checkpointing)
-    model, _ = add_lora(model, LlmLoraArguments(), train_args.init_spec(), "CAUSAL_LM")
+    model, _ = add_lora(model, LmLoraArguments(), train_args.init_spec(), "CAUSAL_LM")
     blocks = torch.randint(0, 32000, ((steps + profile) * batch, seq))
     timer = StepClock(warmup, steps, device, profile, on_timed)
-    trainer = LoraPlusTrainer(
+    trainer = LoraTrainer(
         model=model,
         args=train_args,
         train_dataset=BlockDataset(blocks),

@@ -6,16 +6,15 @@ PEFT run, our single run, and packs of K configurations on one frozen base, on r
     python -m benchmarks.packed_glue --compile --document docs/benchmarks.md           # ours and packs compiled
 
 Stock: `get_peft_model` (LoRA r = 8 on query/value) and a plain `transformers.Trainer`, as PEFT's docs show it. Ours:
-`finetune.modeling.add_lora` and `LoraPlusTrainer`, as run_glue.py calls them. Packed: `packing.glue`'s
-`PackedClassifier` and `PackedTrainer`, K configurations of different learning rates and init schemes. Every case
-trains `--batch` samples per configuration per step, in its own process; samples/s counts every configuration's
-samples over the steps after `--warmup`. A sweep of N configurations run one after another runs at the single-run
-rate, so the packed rate over the stock rate is the sweep's speed-up. Every case runs at one `--precision` (bf16
-autocast on a GPU by default, the packed sweep recipe's; fp32 on a CPU), with TF32 on for any fp32 matmul on a GPU,
-stock included, so no case gets tensor cores the others lack. With `--compile`, ours and the packs train under
+`lorakit.models.lora.add_lora` and `LoraTrainer`, as run_glue.py calls them. Packed: the glue task's `PackedClassifier`
+(`lorakit.tasks.classification`) and `PackedTrainer`, K configurations of different learning rates and init schemes.
+Every case trains `--batch` samples per configuration per step, in its own process; samples/s counts every
+configuration's samples over the steps after `--warmup`. A sweep of N configurations run one after another runs at the
+single-run rate, so the packed rate over the stock rate is the sweep's speed-up. Every case runs at one `--precision`
+(bf16 autocast on a GPU by default, the packed sweep recipe's; fp32 on a CPU), with TF32 on for any fp32 matmul on a
+GPU, stock included, so no case gets tensor cores the others lack. With `--compile`, ours and the packs train under
 `--torch_compile true` (inductor; compiling happens in the first step, which `--warmup` leaves out); stock stays the
-uncompiled baseline.
-"""
+uncompiled baseline."""
 
 import argparse
 import json
@@ -55,7 +54,7 @@ def build_model(arch: str):
 
     if arch in ARCHS:
         return AutoModelForSequenceClassification.from_config(RobertaConfig(**ARCHS[arch], num_labels=2))
-    from finetune.embedded import embedded_encoder_dir
+    from lorakit.models.embedded import embedded_encoder_dir
 
     return AutoModelForSequenceClassification.from_pretrained(embedded_encoder_dir(), num_labels=2)
 
@@ -89,10 +88,11 @@ def run_case(case: str, args) -> tuple[float, dict]:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from finetune.arguments import LoraArguments, TrainArguments
-    from finetune.modeling import add_lora
     from init_schemes import InitSpec
-    from loraplus import LoraPlusTrainer
+    from lorakit.models.arguments import LoraArguments
+    from lorakit.models.lora import add_lora
+    from lorakit.training.arguments import TrainArguments
+    from lorakit.training.trainer import LoraTrainer
 
     model = build_model(args.arch)
     data = RandomExamples((args.steps + profile_steps(args)) * args.batch, args.seq, model.config.vocab_size)
@@ -116,7 +116,7 @@ def run_case(case: str, args) -> tuple[float, dict]:
         train_args = training_args(
             TrainArguments, args, args.batch, train_sampling_strategy="random", torch_compile=args.compile
         )
-        trainer = LoraPlusTrainer(model=peft_model, args=train_args, train_dataset=data, callbacks=[timer])
+        trainer = LoraTrainer(model=peft_model, args=train_args, train_dataset=data, callbacks=[timer])
     else:
         trainer = packed_trainer(model, lora, configurations, data, args, timer)
     trainer.train()
@@ -124,20 +124,21 @@ def run_case(case: str, args) -> tuple[float, dict]:
 
 
 def packed_trainer(model, lora, k: int, data, args, callback):
-    from finetune.arguments import TrainArguments
-    from finetune.modeling import add_lora
     from init_schemes import InitSpec
-    from packing.glue import PackedClassifier
-    from packing.trainer import PackedTrainer, initial_states, pack_for_training
+    from lorakit.models.lora import add_lora
+    from lorakit.packing.trainer import PackedTrainer, initial_states, pack_for_training
+    from lorakit.tasks.base import RunArguments
+    from lorakit.tasks.classification import PackedClassifier
+    from lorakit.training.arguments import TrainArguments
 
     peft_model, _ = add_lora(model, lora, InitSpec("A", seed=0), "SEQ_CLS")
-    configs = [(None, None, None, TrainArguments(**vars_of(args, i))) for i in range(k)]
+    configs = [RunArguments(None, None, None, TrainArguments(**vars_of(args, i))) for i in range(k)]
     states, _ = initial_states(peft_model, configs)
     packed, groups, loss_scaling = pack_for_training(peft_model, configs, states)
     return PackedTrainer(
-        model=PackedClassifier(packed, k, regression=False, threshold=100.0), args=configs[0][3], train_dataset=data,
-        callbacks=[callback], adapter_groups=groups, on_divergence=lambda *a: None, evaluate_fn=lambda *a: {},
-        loss_scaling=loss_scaling,
+        model=PackedClassifier(packed, k, regression=False, threshold=100.0), args=configs[0].training,
+        train_dataset=data, callbacks=[callback], adapter_groups=groups, on_divergence=lambda *a: None,
+        evaluate_fn=lambda *a: {}, loss_scaling=loss_scaling,
     )  # fmt: skip
 
 

@@ -5,12 +5,12 @@ QLoRA run (transformers + PEFT + bitsandbytes) at batch 1, our single run at bat
     python -m benchmarks.packed_llm --document docs/benchmarks.md          # random Llama-7b in 4-bit NF4, one GPU
     python -m benchmarks.packed_llm --arch tiny --device cpu --quantization none --packs 1 2 --steps 4 --warmup 1
 
-Stock and ours are `benchmarks.llm_training`'s cases. Packed: `packing.llm`'s `PackedCausalLM` and `PackedTrainer`
-over `load_causal_lm` and `add_lora`, as `python -m packing` builds them, K configurations of different learning
-rates and init schemes, non-reentrant gradient checkpointing as in launch/llama7b_4bit_gsm8k.yaml. Each case runs in
-its own process; tokens/s counts every configuration's tokens over the steps after `--warmup`. A sweep run one
-configuration after another runs at the single-run rate, so the packed rate over the stock rate is its speed-up.
-"""
+Stock and ours are `benchmarks.llm_training`'s cases. Packed: the lm task's `PackedCausalLM`
+(`lorakit.tasks.lm.packed`) and `PackedTrainer` over `load_causal_lm` and `add_lora`, as `python -m lorakit pack`
+builds them, K configurations of different learning rates and init schemes, non-reentrant gradient checkpointing as in
+launch/llama7b_4bit_gsm8k.yaml. Each case runs in its own process; tokens/s counts every configuration's tokens over
+the steps after `--warmup`. A sweep run one configuration after another runs at the single-run rate, so the packed rate
+over the stock rate is its speed-up."""
 
 import argparse
 import json
@@ -37,18 +37,20 @@ TARGET = next(least for case, least, _ in PACK_TARGETS["qlora"] if case == "pack
 
 
 def run_pack(path: str, k: int, args, on_timed=None) -> tuple[float, dict]:
-    from finetune.arguments import ModelArguments
-    from finetune.lm_arguments import LlmLoraArguments
-    from finetune.lm_encoding import BlockDataset, PadCollator
-    from finetune.modeling import add_lora, load_causal_lm
-    from packing.llm import PackedCausalLM
-    from packing.trainer import PackedTrainer, initial_states, pack_for_training
+    from lorakit.models.arguments import ModelArguments
+    from lorakit.models.loading import load_causal_lm
+    from lorakit.models.lora import add_lora
+    from lorakit.packing.trainer import PackedTrainer, initial_states, pack_for_training
+    from lorakit.tasks.base import RunArguments
+    from lorakit.tasks.lm.arguments import LmLoraArguments
+    from lorakit.tasks.lm.encoding import BlockDataset, PadCollator
+    from lorakit.tasks.lm.packed import PackedCausalLM
 
     quantized = args.quantization == "4bit"
     model_args = ModelArguments(model_name_or_path=path, torch_dtype="bfloat16", load_in_4bit=quantized)
-    configs = [(None, None, None, train_arguments(args, 1e-4 * 2**i, "AB"[i % 2])) for i in range(k)]
+    configs = [RunArguments(None, None, None, train_arguments(args, 1e-4 * 2**i, "AB"[i % 2])) for i in range(k)]
     model = load_causal_lm(path, model_args, args.checkpointing)
-    model, _ = add_lora(model, LlmLoraArguments(), configs[0][3].init_spec(), "CAUSAL_LM")
+    model, _ = add_lora(model, LmLoraArguments(), configs[0].training.init_spec(), "CAUSAL_LM")
     if not quantized:
         model.to(args.device)
     states, _ = initial_states(model, configs)
@@ -56,7 +58,7 @@ def run_pack(path: str, k: int, args, on_timed=None) -> tuple[float, dict]:
     timer = StepClock(args.warmup, args.steps, args.device, profile_steps(args), on_timed)
     blocks = torch.randint(0, 32000, (args.steps + profile_steps(args), args.seq))
     trainer = PackedTrainer(
-        model=PackedCausalLM(packed, k, threshold=1e9), args=configs[0][3], callbacks=[timer],
+        model=PackedCausalLM(packed, k, threshold=1e9), args=configs[0].training, callbacks=[timer],
         train_dataset=BlockDataset(blocks), data_collator=PadCollator(0),
         adapter_groups=groups, on_divergence=lambda *a: None, evaluate_fn=lambda *a: {}, loss_scaling=loss_scaling,
     )  # fmt: skip
@@ -65,9 +67,9 @@ def run_pack(path: str, k: int, args, on_timed=None) -> tuple[float, dict]:
 
 
 def train_arguments(args, learning_rate: float, scheme: str):
-    from finetune.lm_arguments import LlmTrainArguments
+    from lorakit.tasks.lm.arguments import LmTrainArguments
 
-    return LlmTrainArguments(
+    return LmTrainArguments(
         output_dir=tempfile.mkdtemp(), max_steps=args.steps + profile_steps(args), per_device_train_batch_size=1,
         learning_rate=learning_rate, lora_init=scheme, gradient_checkpointing=args.checkpointing,
         bf16=args.device == "cuda", use_cpu=args.device == "cpu", logging_steps=args.steps, save_strategy="no",

@@ -10,7 +10,7 @@ Other names (``gaussian``, ``pissa``, ``olora``, ``orthogonal``, ...) are PEFT's
 `LoraConfig(init_lora_weights=...)`; PEFT applies them while building the model, and `apply_init` only records them.
 """
 
-from init_schemes.registry import (
+from init_schemes.schemes import (
     INIT_SCHEMES,
     PEFT_SCHEMES,
     InitSpec,

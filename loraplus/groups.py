@@ -160,4 +160,11 @@ def create_loraplus_optimizer(
         weight_decay=weight_decay,
         head_group=loraplus_head_group,
     )
-    return optimizer_cls(groups, lr=lr, weight_decay=weight_decay, **kwargs)
+    return optimizer_from_groups(optimizer_cls, groups, lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+def optimizer_from_groups(optimizer_cls: type[torch.optim.Optimizer], groups: list[dict], **kwargs):
+    """The one place an optimizer is built over parameter groups (each with its own lr and weight decay): here, in
+    the toolkit's Trainer, and per adapter in its packs. Keys a torch optimizer does not take (``name``,
+    ``param_names``) stay in the groups for the logs; `kwargs` (lr, betas, eps, …) are the optimizer's defaults."""
+    return optimizer_cls(groups, **kwargs)

@@ -19,6 +19,9 @@ from transformers import (
 )
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # test processes share the cores: one thread each (and their subprocesses)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_GLUE = SHARED_DATA / "glue"
 SHARED_LM = SHARED_DATA / "lm"

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-import finetune.modeling
+import lorakit.models.loading
 import run_glue
 from tests.conftest import write_tsv
 
@@ -15,7 +15,7 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
-    monkeypatch.setattr(finetune.modeling.AutoModelForSequenceClassification, "from_pretrained", refuse)
+    monkeypatch.setattr(lorakit.models.loading.AutoModelForSequenceClassification, "from_pretrained", refuse)
 
 
 @pytest.fixture

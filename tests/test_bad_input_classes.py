@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-import finetune.modeling
+import lorakit.models.loading
 import run_glue
 import run_llm
 from tests.conftest import write_tsv
@@ -20,7 +20,10 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
-    for auto in (finetune.modeling.AutoModelForSequenceClassification, finetune.modeling.AutoModelForCausalLM):
+    for auto in (
+        lorakit.models.loading.AutoModelForSequenceClassification,
+        lorakit.models.loading.AutoModelForCausalLM,
+    ):
         monkeypatch.setattr(auto, "from_pretrained", refuse)
 
 

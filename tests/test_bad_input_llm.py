@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-import finetune.arguments
-import finetune.modeling
+import lorakit.models.arguments
+import lorakit.models.loading
 import run_llm
 from tests.conftest import gsm8k_row
 
@@ -17,7 +17,7 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
-    monkeypatch.setattr(finetune.modeling.AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(lorakit.models.loading.AutoModelForCausalLM, "from_pretrained", refuse)
 
 
 def without_package(monkeypatch, package: str) -> None:
@@ -39,7 +39,7 @@ def test_4bit_without_cuda(capsys, tiny_llama_dir, monkeypatch):
 
 @pytest.mark.parametrize("flag", ["load_in_4bit", "load_in_8bit"])
 def test_quantized_without_bitsandbytes(flag, capsys, tiny_llama_dir, monkeypatch):
-    monkeypatch.setattr(finetune.arguments, "_require_cuda", lambda flag: None)  # as if on a GPU machine
+    monkeypatch.setattr(lorakit.models.arguments, "require_cuda", lambda flag: None)  # as if on a GPU machine
     without_package(monkeypatch, "bitsandbytes")
     line = error_line(capsys, tiny_llama_dir, f"--{flag}", "true")
     assert f"{flag}: needs the bitsandbytes package" in line

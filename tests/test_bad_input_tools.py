@@ -1,4 +1,4 @@
-"""Bad input for run_toy.py and python -m sweeps (and python -m packing.probe): one line on stderr naming the field,
+"""Bad input for run_toy.py and python -m sweeps (and python -m lorakit probe): one line on stderr naming the field,
 key or file, exit code 2, and nothing written before it: numbers out of range or not finite, values given twice,
 sweep files that would hang, escape their folder, be silently overridden or run one point twice."""
 
@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 import run_toy
-from packing.probe import main as probe_main
-from sweeps.__main__ import main as sweeps_main
+from lorakit.__main__ import main as lorakit_main
+from lorakit.sweeps.__main__ import main as sweeps_main
 from tests.test_bad_input_classes import one_error_line
 
 
@@ -129,7 +129,7 @@ def test_a_sweep_file_whose_name_is_no_folder_name(capsys, tiny_bert_dir, glue, 
 
 
 def test_a_report_of_a_metric_no_run_reports(capsys, tiny_bert_dir, glue, tmp_path):
-    from sweeps.spec import load_sweep
+    from lorakit.sweeps.spec import load_sweep
 
     path = sweep_file(tmp_path, tiny_bert_dir, glue, metric="eval_acuracy")
     for point in load_sweep(path).points():
@@ -142,10 +142,10 @@ def test_a_report_of_a_metric_no_run_reports(capsys, tiny_bert_dir, glue, tmp_pa
 @pytest.mark.parametrize("k, message", [("0", "K: must be between 1 and the pack's 2"), ("3", "and the pack's 2")])
 def test_a_probe_of_more_members_than_the_pack_has(k, message, capsys, tmp_path):
     (tmp_path / "pack.json").write_text(json.dumps({"runner": "run_glue.py", "members": [["--seed", "0"]] * 2}))
-    assert message in one_error_line(capsys, "packing.probe", probe_main([str(tmp_path / "pack.json"), k]))
+    assert message in one_error_line(capsys, "lorakit probe", lorakit_main(["probe", str(tmp_path / "pack.json"), k]))
 
 
 def test_a_probe_of_a_file_that_is_no_pack(capsys, tmp_path):
     (tmp_path / "pack.json").write_text("[]")
-    line = one_error_line(capsys, "packing.probe", probe_main([str(tmp_path / "pack.json"), "1"]))
+    line = one_error_line(capsys, "lorakit probe", lorakit_main(["probe", str(tmp_path / "pack.json"), "1"]))
     assert "not a pack file" in line

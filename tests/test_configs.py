@@ -8,10 +8,11 @@ from accelerate.commands.config.config_args import ClusterConfig
 
 import run_glue
 import run_llm
-from finetune.arguments import ConfigError, parse_args
-from sweeps.spec import GPU_FLAGS_OFF  # GPU-only flags set false: this machine has no CUDA
+from lorakit.core.errors import ConfigError
+from lorakit.core.parsing import parse_args
+from lorakit.sweeps.spec import GPU_FLAGS_OFF  # GPU-only flags set false: this machine has no CUDA
 
-ARGUMENT_TYPES = run_glue.ARGUMENT_TYPES
+ARGUMENT_TYPES = run_glue.TASK.argument_types
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch"
 CONFIGS = sorted(LAUNCH.glob("*.yaml"))
@@ -39,7 +40,7 @@ def test_config_parses(path, tmp_path):
     if yaml.safe_load(text).get("task_name") == "instruct":
         (tmp_path / "flan.jsonl").write_text('{"prompt": "Q", "response": "A"}\n')
         argv += ["--train_file", str(tmp_path / "flan.jsonl")]
-    model, lora, data, train = parse_args(runner.ARGUMENT_TYPES, argv)
+    model, lora, data, train = parse_args(runner.TASK.argument_types, argv)
     assert model.model_name_or_path and lora.lora_r > 0 and train.learning_rate > 0
 
 
@@ -52,7 +53,7 @@ def test_accelerate_config_headers_name_a_shipped_recipe(path):
 
 def test_quantized_recipe_settings():
     model, lora, data, train = parse_args(
-        run_llm.ARGUMENT_TYPES, ["--config", str(LAUNCH / "llama7b_4bit_gsm8k.yaml"), *GPU_FLAGS_OFF]
+        run_llm.TASK.argument_types, ["--config", str(LAUNCH / "llama7b_4bit_gsm8k.yaml"), *GPU_FLAGS_OFF]
     )
     assert (model.torch_dtype, data.task_name, train.gradient_checkpointing, train.optim.value) == (
         "bfloat16",

@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-import finetune.embedded as embedded
+import lorakit.models.embedded as embedded
 import run_glue
-from finetune.glue_data import GlueDataArguments, load_task_data, read_movie_reviews
+from lorakit.tasks.glue.data import GlueDataArguments, load_task_data, read_movie_reviews
 from tests.test_run_glue import evaluate_reloaded
 
 

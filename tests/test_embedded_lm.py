@@ -6,10 +6,10 @@ import zipfile
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import finetune.embedded as embedded
+import lorakit.models.embedded as embedded
 import run_llm
-from finetune.lm_data import LmDataArguments, load_lm_data
-from finetune.mmlu import letter_token_ids
+from lorakit.tasks.lm.data import LmDataArguments, load_lm_data
+from lorakit.tasks.lm.mmlu import letter_token_ids
 
 
 def test_plays_are_fetched_and_split_by_whole_play():

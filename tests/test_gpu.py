@@ -8,10 +8,11 @@ import torch
 
 import run_glue
 import run_llm
-from finetune.arguments import ModelArguments
-from finetune.lm_arguments import LlmLoraArguments
-from finetune.modeling import add_lora, load_causal_lm
 from init_schemes import InitSpec
+from lorakit.models.arguments import ModelArguments
+from lorakit.models.loading import load_causal_lm
+from lorakit.models.lora import add_lora
+from lorakit.tasks.lm.arguments import LmLoraArguments
 from loraplus.groups import assert_partition, loraplus_param_groups
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -43,7 +44,7 @@ def test_init_contract_and_loraplus_groups_on_a_4bit_base(scheme, tiny_llama_dir
     ids = torch.randint(4, 90, (2, 16), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-    lora_args = LlmLoraArguments(lora_r=4, lora_dropout=0.0)
+    lora_args = LmLoraArguments(lora_r=4, lora_dropout=0.0)
     model, record = add_lora(model, lora_args, InitSpec(scheme, seed=1), "CAUSAL_LM")
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, expected)  # BA = 0 on the quantized base too
@@ -68,7 +69,7 @@ def test_quantized_run_lowers_perplexity(flag, extra, tiny_llama_dir, tiny_corpu
 
 @needs_bitsandbytes
 def test_a_pack_on_a_4bit_base_trains_each_configuration(tiny_llama_dir, tiny_corpus_dir, tmp_path):
-    from packing.llm import run_packed
+    from lorakit.runs.pack import run_pack
 
     argv = ["--model_name_or_path", str(tiny_llama_dir), "--task_name", "text", "--data_dir", str(tiny_corpus_dir)]
     argv += ["--load_in_4bit", "true", "--torch_dtype", "bfloat16", "--bf16", "true", "--block_size", "64"]
@@ -80,7 +81,7 @@ def test_a_pack_on_a_4bit_base_trains_each_configuration(tiny_llama_dir, tiny_co
         + ["--loraplus_lr_ratio", ratio]
         for i, (scheme, lr, ratio) in enumerate(configs)
     ]
-    assert run_packed(members, str(tmp_path / "pack")) == 0
+    assert run_pack("lm", members, str(tmp_path / "pack")) == 0
     for i in range(len(configs)):
         metrics = json.loads((tmp_path / f"m{i}" / "metrics.json").read_text())
         assert metrics["status"] == "done" and metrics["final"]["perplexity"] < 0.9 * metrics["before"]["perplexity"]

@@ -6,10 +6,10 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import BertForSequenceClassification
 
-from finetune.arguments import LoraArguments
-from finetune.modeling import add_lora
 from init_schemes import INIT_SCHEMES, InitSpec, apply_init, init_a, init_b, random_matrix_variance
-from init_schemes.registry import lora_factors
+from init_schemes.schemes import lora_factors
+from lorakit.models.arguments import LoraArguments
+from lorakit.models.lora import add_lora
 from tests.conftest import tiny_bert_config
 
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import finetune.gsm8k as gsm8k
-from finetune.arguments import ConfigError
-from finetune.lm_data import SftExample
-from finetune.mmlu import LETTERS, McQuestion, letter_token_ids, mmlu_accuracy, mmlu_prompt, read_mmlu_file
+import lorakit.tasks.lm.gsm8k as gsm8k
+from lorakit.core.errors import ConfigError
+from lorakit.tasks.lm.data import SftExample
+from lorakit.tasks.lm.mmlu import LETTERS, McQuestion, letter_token_ids, mmlu_accuracy, mmlu_prompt, read_mmlu_file
 
 FINAL_NUMBERS = {
     "Natalia sold 48/2 = 24 clips in May.\nAltogether 48+24 = 72 clips.\n#### 72": "72",

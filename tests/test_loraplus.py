@@ -7,10 +7,12 @@ from peft.optimizers import create_loraplus_optimizer as peft_create_loraplus_op
 from torch import nn
 from transformers import RobertaConfig, RobertaForSequenceClassification, TrainingArguments
 
-from finetune.arguments import LoraArguments
-from finetune.modeling import add_lora
 from init_schemes import InitSpec
-from loraplus import LoraPlusTrainer, LoraPlusTrainingArguments, assert_partition, create_loraplus_optimizer
+from lorakit.models.arguments import LoraArguments
+from lorakit.models.lora import add_lora
+from lorakit.training.arguments import LoraTrainingArguments
+from lorakit.training.trainer import LoraTrainer
+from loraplus import assert_partition, create_loraplus_optimizer
 from loraplus import loraplus_param_groups as groups_of
 
 PREFIX = "base_model.model."
@@ -130,14 +132,14 @@ def test_embedding_lora_goes_to_the_embedding_group_and_empty_groups_are_dropped
 
 def test_trainer_uses_loraplus_groups_only_when_a_ratio_is_set(tmp_path):
     model = tiny_roberta_classifier()
-    args = LoraPlusTrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, loraplus_lr_ratio=16, report_to=[])
-    optimizer = LoraPlusTrainer(model=model, args=args).create_optimizer()
+    args = LoraTrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, loraplus_lr_ratio=16, report_to=[])
+    optimizer = LoraTrainer(model=model, args=args).create_optimizer()
     assert [g["name"] for g in optimizer.param_groups] == ["A", "B", "B_no_decay"]
     assert optimizer.param_groups[1]["lr"] == pytest.approx(16e-3)
-    plain = LoraPlusTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    plain = LoraTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
     assert all("name" not in g for g in plain.create_optimizer().param_groups)
 
 
 def test_ratio_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="loraplus_lr_ratio: must be > 0"):
-        LoraPlusTrainingArguments(output_dir=str(tmp_path), loraplus_lr_ratio=0)
+        LoraTrainingArguments(output_dir=str(tmp_path), loraplus_lr_ratio=0)

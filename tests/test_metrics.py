@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from finetune.glue_tasks import GLUE_TASKS
-from finetune.metrics import predictions_from_logits, task_metrics
+from lorakit.tasks.glue.catalog import GLUE_TASKS
+from lorakit.tasks.metrics import predictions_from_logits, task_metrics
 
 BINARY_PRED, BINARY_REF = np.array([1, 1, 0, 0, 1]), np.array([1, 0, 0, 0, 1])
 # tp = 2, tn = 2, fp = 1, fn = 0

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.arguments import ConfigError
-from packing.probe import HEADROOM, TensorBytes, fit, probe, probe_in_subprocess
-from sweeps.__main__ import main as sweeps_main
+from lorakit.core.errors import ConfigError
+from lorakit.packing.probe import HEADROOM, TensorBytes, fit, probe_in_subprocess
+from lorakit.runs.probe import probe
+from lorakit.sweeps.__main__ import main as sweeps_main
 from tests.test_packed_glue import argv
 
 
@@ -52,7 +53,7 @@ def test_the_fit_takes_the_most_configurations_the_budget_holds():
 def test_a_pack_grows_linearly_and_the_predicted_size_fits(no_dropout_bert, tiny_glue_dir, tmp_path):
     configs = [("A", 1e-3, 1), ("B", 1e-3, 4), ("A", 4e-3, 4)]
     members = [argv(no_dropout_bert, tiny_glue_dir, tmp_path / f"m{i}", *c) for i, c in enumerate(configs)]
-    peaks = {k: probe("packing.glue", members, k)["peak_bytes"] for k in (1, 2, 3)}
+    peaks = {k: probe("glue", members, k)["peak_bytes"] for k in (1, 2, 3)}
     assert peaks[1] < peaks[2] < peaks[3]
     assert peaks[3] - peaks[2] == pytest.approx(peaks[2] - peaks[1], rel=0.05)
     per = peaks[2] - peaks[1]
@@ -66,7 +67,7 @@ def test_the_probe_runs_a_causal_lm_pack_also_in_its_own_process(tiny_llama_dir,
     common += ["--block_size", "32", "--per_device_train_batch_size", "2"]
     members = [[*common, "--output_dir", str(tmp_path / f"m{i}"), "--lora_init", s] for i, s in enumerate("AB")]
     (tmp_path / "pack.json").write_text(json.dumps({"runner": "run_llm.py", "members": members}))
-    one, two = probe("packing.llm", members, 1), probe_in_subprocess(tmp_path / "pack.json", 2)
+    one, two = probe("lm", members, 1), probe_in_subprocess(tmp_path / "pack.json", 2)
     assert one["measured_by"] == "live tensor bytes" and one["device_bytes"] > 2**30
     assert 0 < one["peak_bytes"] < two["peak_bytes"]
     (tmp_path / "pack.json").write_text(json.dumps({"runner": "run_llm.py", "members": [[*common, "--nonsense"]]}))
@@ -95,7 +96,7 @@ def test_pack_auto_sizes_each_setting_once_and_keeps_the_measurement(
         return {"k": k, "peak_bytes": 1000 + 100 * k, "measured_by": "live tensor bytes", "device": "CPU",
                 "device_bytes": 10**12}  # fmt: skip
 
-    monkeypatch.setattr("packing.probe.probe_in_subprocess", fake_probe)
+    monkeypatch.setattr("lorakit.packing.probe.probe_in_subprocess", fake_probe)
     grid = "{learning_rate: [1e-4, 2e-4, 4e-4, 8e-4], lora_init: [A, B], seed: [0, 1]}"
     sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, grid, top="", base=", max_steps: 2")
     budget = (1000 + 3 * 100) / HEADROOM / 2**30  # 3 configurations fit
@@ -116,7 +117,7 @@ def test_pack_auto_refuses_to_size_gpu_runs_from_a_cpu_measurement(
     tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch, capsys
 ):
     cpu = {"peak_bytes": 1, "measured_by": "live tensor bytes", "device": "CPU", "device_bytes": 10**12}
-    monkeypatch.setattr("packing.probe.probe_in_subprocess", lambda pack_file, k, gpu=None: {"k": k, **cpu})
+    monkeypatch.setattr("lorakit.packing.probe.probe_in_subprocess", lambda pack_file, k, gpu=None: {"k": k, **cpu})
     grid, gpus = "{learning_rate: [1e-4, 2e-4], lora_init: [A]}", "pack: auto\nslurm: {gpus_per_run: 1}\n"
     sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, grid, top=gpus)
     assert sweeps_main(["run", str(sweep), "--backend", "slurm", "--dry-run"]) == 2
@@ -130,7 +131,7 @@ def test_a_pack_of_two_out_of_memory_runs_the_points_one_at_a_time(
         figures = {"k": k, "measured_by": "CUDA allocator", "device": "small GPU", "device_bytes": 2**30}
         return {**figures, "peak_bytes": None, "out_of_memory": True} if k == 2 else {**figures, "peak_bytes": 2**29}
 
-    monkeypatch.setattr("packing.probe.probe_in_subprocess", fake_probe)
+    monkeypatch.setattr("lorakit.packing.probe.probe_in_subprocess", fake_probe)
     sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, "{learning_rate: [1e-4, 2e-4], lora_init: [A, B]}")
     assert sweeps_main(["run", str(sweep), "--dry-run"]) == 0
     out = capsys.readouterr()
@@ -148,7 +149,7 @@ def test_one_configuration_out_of_memory_is_an_error_and_no_pack_of_two_is_tried
         figures = {"k": k, "measured_by": "CUDA allocator", "device": "small GPU", "device_bytes": 2**30}
         return {**figures, "peak_bytes": None, "out_of_memory": True}
 
-    monkeypatch.setattr("packing.probe.probe_in_subprocess", fake_probe)
+    monkeypatch.setattr("lorakit.packing.probe.probe_in_subprocess", fake_probe)
     sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, "{learning_rate: [1e-4, 2e-4], lora_init: [A]}")
     assert sweeps_main(["run", str(sweep), "--dry-run"]) == 2
     assert "does not fit" in capsys.readouterr().err and tried == [1]

@@ -9,8 +9,8 @@ from torch._dynamo.utils import counters
 from transformers import RobertaConfig, RobertaModel
 
 import run_glue
-from finetune.arguments import ConfigError
-from packing.glue import run_packed
+from lorakit.core.errors import ConfigError
+from lorakit.runs.pack import run_pack
 
 CONFIGS = [("A", 1e-3, 1), ("B", 1e-3, 4), ("A", 4e-3, 4), ("B", 4e-3, 1)]  # init, lr, LoRA+ ratio
 COMMON = ["--task_name", "sst2", "--max_steps", "20", "--per_device_train_batch_size", "4", "--logging_steps", "5"]
@@ -63,7 +63,7 @@ def test_a_pack_equals_its_single_runs(case, tiny_glue_dir, tmp_path, request):
     for settings in singles:
         assert run_glue.main(settings) == 0
     packed = [argv(model, tiny_glue_dir, tmp_path / f"packed{i}", *c, *extra) for i, c in enumerate(configs)]
-    assert run_packed(packed) == 0
+    assert run_pack("glue", packed) == 0
     for i in range(len(configs)):
         single = json.loads((tmp_path / f"single{i}" / "metrics.json").read_text())
         ours = json.loads((tmp_path / f"packed{i}" / "metrics.json").read_text())
@@ -85,7 +85,7 @@ def test_a_diverging_configuration_is_frozen_and_the_others_keep_their_results(
 ):
     configs = [("A", 1e-3, 1), ("A", 1e6, 1)]
     packed = [argv(no_dropout_bert, tiny_glue_dir, tmp_path / f"packed{i}", *c, *extra) for i, c in enumerate(configs)]
-    assert run_packed(packed) == 0
+    assert run_pack("glue", packed) == 0
     alone = argv(no_dropout_bert, tiny_glue_dir, tmp_path / "alone", *configs[0], *extra)
     assert run_glue.main(alone) == 0
     sane = json.loads((tmp_path / "packed0" / "metrics.json").read_text())
@@ -112,7 +112,7 @@ def test_a_compiled_pack_traces_whole_and_equals_its_uncompiled_single_runs(no_d
     members = [
         argv(no_dropout_bert, tiny_glue_dir, tmp_path / f"packed{i}", *c, *compiled) for i, c in enumerate(configs)
     ]
-    assert run_packed(members) == 0
+    assert run_pack("glue", members) == 0
     assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])
     for i in range(len(configs)):
         single = json.loads((tmp_path / f"single{i}" / "metrics.json").read_text())
@@ -127,11 +127,11 @@ def test_a_pack_whose_adapters_all_diverged_resumes_to_the_same_ending(no_dropou
     saving = ["--save_strategy", "steps", "--save_steps", "1"]
     configs = [("A", 1e6, 1), ("B", 1e7, 1)]
     members = [argv(no_dropout_bert, tiny_glue_dir, tmp_path / f"m{i}", *c, *saving) for i, c in enumerate(configs)]
-    assert run_packed(members, str(tmp_path / "pack")) == 0
+    assert run_pack("glue", members, str(tmp_path / "pack")) == 0
     first = [json.loads((tmp_path / f"m{i}" / "metrics.json").read_text()) for i in range(2)]
     checkpoint = max((tmp_path / "pack").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     again = [[*m, "--resume_from_checkpoint", str(checkpoint)] for m in members]
-    assert run_packed(again, str(tmp_path / "pack")) == 0
+    assert run_pack("glue", again, str(tmp_path / "pack")) == 0
     for i in range(2):
         metrics = json.loads((tmp_path / f"m{i}" / "metrics.json").read_text())
         assert metrics["status"] == "diverged"
@@ -142,4 +142,4 @@ def test_configurations_that_cannot_share_a_pack_are_refused(no_dropout_bert, ti
     first = argv(no_dropout_bert, tiny_glue_dir, tmp_path / "a", "A", 1e-3, 1)
     other_seed = [*argv(no_dropout_bert, tiny_glue_dir, tmp_path / "b", "A", 2e-3, 1), "--seed", "4"]
     with pytest.raises(ConfigError, match="differs in seed"):
-        run_packed([first, other_seed])
+        run_pack("glue", [first, other_seed])

@@ -13,11 +13,12 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
+import lorakit.sweeps.__main__ as cli
 import run_llm
-import sweeps.__main__ as cli
-from finetune.arguments import ConfigError
-from packing.llm import as_prepared, run_packed
-from packing.trainer import PackedTrainer
+from lorakit.core.errors import ConfigError
+from lorakit.packing.trainer import PackedTrainer
+from lorakit.runs.pack import run_pack
+from lorakit.tasks.lm.packed import as_prepared
 
 CONFIGS = [("A", 2e-3, 1), ("B", 2e-3, 4), ("A", 8e-3, 4), ("B", 8e-3, 1)]  # init, lr, LoRA+ ratio
 COMMON = ["--block_size", "32", "--max_steps", "20", "--per_device_train_batch_size", "2", "--logging_steps", "5"]
@@ -63,7 +64,7 @@ def test_a_pack_equals_its_single_runs(case, tiny_llama_dir, tiny_corpus_dir, ti
     for i, config in enumerate(CONFIGS):
         assert run_llm.main(argv(tiny_llama_dir, data, tmp_path / f"single{i}", *config, *extra)) == 0
     members = [argv(tiny_llama_dir, data, tmp_path / f"packed{i}", *c, *extra) for i, c in enumerate(CONFIGS)]
-    assert run_packed(members) == 0
+    assert run_pack("lm", members) == 0
     for i in range(len(CONFIGS)):
         single, ours = metrics(tmp_path / f"single{i}"), metrics(tmp_path / f"packed{i}")
         assert ours["status"] == single["status"] == "done"
@@ -86,7 +87,7 @@ def test_a_diverging_configuration_is_frozen_and_the_others_keep_their_results(
 ):
     configs = [("A", 2e-3, 1), ("B", 1e6, 16)]
     members = [argv(tiny_llama_dir, tiny_corpus_dir, tmp_path / f"packed{i}", *c) for i, c in enumerate(configs)]
-    assert run_packed(members) == 0
+    assert run_pack("lm", members) == 0
     assert run_llm.main(argv(tiny_llama_dir, tiny_corpus_dir, tmp_path / "alone", *configs[0])) == 0
     sane, wild, alone = (metrics(tmp_path / name) for name in ("packed0", "packed1", "alone"))
     assert wild["status"] == "diverged" and wild["diverged_at_step"] >= 1 and "training loss" in wild["reason"]
@@ -119,7 +120,7 @@ def test_a_pack_that_died_resumes_from_its_adapters_only_checkpoint_as_its_singl
 
     monkeypatch.setattr(PackedTrainer, "training_step", dies_at_step_13)
     with pytest.raises(RuntimeError, match="node went down"):
-        run_packed(members, str(tmp_path / "pack"))
+        run_pack("lm", members, str(tmp_path / "pack"))
     assert [metrics(tmp_path / f"m{i}")["status"] for i in range(2)] == ["failed", "failed"]
     checkpoint = tmp_path / "pack" / "checkpoint-10"
     saved = load_file(checkpoint / "pack_adapters.safetensors")
@@ -128,7 +129,8 @@ def test_a_pack_that_died_resumes_from_its_adapters_only_checkpoint_as_its_singl
     assert all(".lora_A." in name or ".lora_B." in name for name in saved if name != "diverged_at")
     monkeypatch.setattr(PackedTrainer, "training_step", counted)
     assert (
-        run_packed([[*m, "--resume_from_checkpoint", str(checkpoint)] for m in members], str(tmp_path / "pack")) == 0
+        run_pack("lm", [[*m, "--resume_from_checkpoint", str(checkpoint)] for m in members], str(tmp_path / "pack"))
+        == 0
     )
     assert steps_taken == list(range(10, 20))  # it went on from step 10, not from the start
     for i in range(len(configs)):
@@ -174,7 +176,7 @@ def test_options_a_pack_cannot_honour_are_refused(tiny_llama_dir, tiny_corpus_di
     for option, value in (("--neftune_noise_alpha", "5"), ("--label_smoothing_factor", "0.1")):
         second = [*argv(tiny_llama_dir, tiny_corpus_dir, tmp_path / "b", *CONFIGS[1]), option, value]
         with pytest.raises(ConfigError, match=option.removeprefix("--")):
-            run_packed([[*first, option, value], second])
+            run_pack("lm", [[*first, option, value], second])
 
 
 def test_a_run_llm_sweep_trains_its_points_in_packs(tiny_llama_dir, tiny_corpus_dir, tmp_path, capsys):

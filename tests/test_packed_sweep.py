@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import sweeps.__main__ as cli
-from finetune.arguments import ConfigError
-from sweeps.spec import load_sweep
-from sweeps.worker import read_attempts, run_job
+import lorakit.sweeps.__main__ as cli
+from lorakit.core.errors import ConfigError
+from lorakit.sweeps.spec import load_sweep
+from lorakit.sweeps.worker import read_attempts, run_job
 from tests.test_sweeps import write_sweep
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_a_killed_pack_resumes_from_its_checkpoint(tmp_path, no_dropout_bert, ti
     slow = {"max_steps": 240, "save_strategy": "steps", "save_steps": 40, "logging_steps": 40}
     path = tiny_sweep(tmp_path, no_dropout_bert, tiny_glue_dir, slow, pack=2, grid={"learning_rate": [1e-3, 4e-3]})
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    process = subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(path)], cwd=PROJECT, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "lorakit.sweeps", "run", str(path)], cwd=PROJECT, env=env)
     packs = tmp_path / "out" / "packs"
     deadline = time.monotonic() + 120
     while not list(packs.glob("*/checkpoint-*/trainer_state.json")):
@@ -94,7 +94,7 @@ def test_a_killed_pack_resumes_from_its_checkpoint(tmp_path, no_dropout_bert, ti
 def test_a_resumed_pack_equals_its_resumed_single_runs(tmp_path, no_dropout_bert, tiny_glue_dir):
     """Resuming is not bit-exact even for one run (the Trainer reloads the random state after drawing the first
     resumed batch), so the reference is each configuration's single run resumed from the same step."""
-    from packing.glue import run_packed
+    from lorakit.runs.pack import run_pack
     from run_glue import main as run_single
 
     common = ["--model_name_or_path", str(no_dropout_bert), "--glue_dir", str(tiny_glue_dir), "--task_name", "sst2"]
@@ -115,12 +115,12 @@ def test_a_resumed_pack_equals_its_resumed_single_runs(tmp_path, no_dropout_bert
         assert run_single([*common, "--learning_rate", lr, "--output_dir", str(second), *again]) == 0
         finals[lr] = json.loads((second / "metrics.json").read_text())["final"]["eval_loss"]
     members = [[*common, "--learning_rate", lr, "--output_dir", str(tmp_path / f"pack_{lr}")] for lr in lrs]
-    assert run_packed(members, str(tmp_path / "pack")) == 0
+    assert run_pack("glue", members, str(tmp_path / "pack")) == 0
     again = resumed(tmp_path / "pack_again", tmp_path / "pack" / "checkpoint-30")
     members = [
         [*common, "--learning_rate", lr, "--output_dir", str(tmp_path / f"pack_again_{lr}"), *again] for lr in lrs
     ]
-    assert run_packed(members, str(tmp_path / "pack_again")) == 0
+    assert run_pack("glue", members, str(tmp_path / "pack_again")) == 0
     for lr in lrs:
         metrics = json.loads((tmp_path / f"pack_again_{lr}" / "metrics.json").read_text())
         assert metrics["final"]["eval_loss"] == pytest.approx(finals[lr], rel=1e-5)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from finetune.arguments import LoraArguments
-from finetune.modeling import add_lora
 from init_schemes import InitSpec
+from lorakit.models.arguments import LoraArguments
+from lorakit.models.lora import add_lora
+from lorakit.packing.layers import PackedLoraLinear, adapter_parameters, pack_peft_models
 from loraplus.groups import loraplus_param_groups
-from packing.layers import PackedLoraLinear, adapter_parameters, pack_peft_models
 from tests.conftest import sentence
 
 CONFIGS = [("A", 1e-3, 1, 1), ("B", 1e-3, 4, 2), ("A", 3e-3, 4, 3), ("B", 3e-3, 1, 4)]  # init, lr, ratio, seed

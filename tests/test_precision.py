@@ -5,23 +5,24 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from finetune.lm_arguments import LlmLoraArguments
-from finetune.lm_encoding import IGNORE, PadCollator
-from finetune.modeling import add_lora
 from init_schemes import InitSpec
-from loraplus import LoraPlusTrainer, LoraPlusTrainingArguments
-from loraplus.trainer import base_computes_in_16_bits
+from lorakit.models.lora import add_lora
+from lorakit.tasks.lm.arguments import LmLoraArguments
+from lorakit.tasks.lm.encoding import IGNORE, PadCollator
+from lorakit.training.arguments import LoraTrainingArguments
+from lorakit.training.precision import base_computes_in_16_bits
+from lorakit.training.trainer import LoraTrainer
 from tests.conftest import tiny_llama_config
 
 
 def lora_llama(dtype: torch.dtype, **lora):
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_llama_config(40)).to(dtype)
-    return add_lora(model, LlmLoraArguments(lora_r=4, **lora), InitSpec("A", seed=0), "CAUSAL_LM")[0]
+    return add_lora(model, LmLoraArguments(lora_r=4, **lora), InitSpec("A", seed=0), "CAUSAL_LM")[0]
 
 
-def arguments(tmp_path, requested: str, autocast: str = "auto") -> LoraPlusTrainingArguments:
-    args = LoraPlusTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, autocast=autocast)
+def arguments(tmp_path, requested: str, autocast: str = "auto") -> LoraTrainingArguments:
+    args = LoraTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, autocast=autocast)
     args.mixed_precision = requested  # what --bf16/--fp16 set; this CPU refuses the flags themselves
     return args
 
@@ -60,14 +61,14 @@ def test_fp16_and_no_mixed_precision_are_left_as_requested(tmp_path):
 
 
 def test_the_trainer_runs_the_resolved_precision(tmp_path):
-    trainer = LoraPlusTrainer(model=lora_llama(torch.bfloat16), args=arguments(tmp_path, "bf16"))
+    trainer = LoraTrainer(model=lora_llama(torch.bfloat16), args=arguments(tmp_path, "bf16"))
     assert trainer.accelerator.mixed_precision == "no"
     assert trainer.accelerator.native_amp is False  # the forward is not wrapped in autocast
 
 
 def test_a_bad_autocast_value_is_refused(tmp_path):
     with pytest.raises(ValueError, match="autocast: must be auto, on or off"):
-        LoraPlusTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, autocast="yes")
+        LoraTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, autocast="yes")
 
 
 def quantized_looking_llama(tie: bool) -> LlamaForCausalLM:
@@ -87,7 +88,7 @@ def test_the_restored_embedding_leaves_the_outputs_bit_equal():
     ids = torch.randint(3, 40, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-    peft_model = add_lora(model, LlmLoraArguments(lora_r=4), InitSpec("A", seed=0), "CAUSAL_LM")[0].eval()
+    peft_model = add_lora(model, LmLoraArguments(lora_r=4), InitSpec("A", seed=0), "CAUSAL_LM")[0].eval()
     assert peft_model.get_base_model().get_input_embeddings().weight.dtype == torch.bfloat16
     with torch.no_grad():
         assert torch.equal(peft_model(input_ids=ids).logits, expected)
@@ -100,7 +101,7 @@ def test_the_restored_embedding_leaves_the_outputs_bit_equal():
 def test_a_quantized_models_frozen_embedding_goes_back_to_16_bits(tie, modules_to_save, expected):
     model = quantized_looking_llama(tie)
     table = model.get_input_embeddings().weight.detach().clone()
-    lora_args = LlmLoraArguments(lora_r=4, modules_to_save=modules_to_save)
+    lora_args = LmLoraArguments(lora_r=4, modules_to_save=modules_to_save)
     peft_model = add_lora(model, lora_args, InitSpec("A", seed=0), "CAUSAL_LM")[0]
     embedding = peft_model.get_base_model().get_input_embeddings()
     weight = embedding.original_module.weight if modules_to_save else embedding.weight

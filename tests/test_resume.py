@@ -18,18 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 KILLER = """
 import os, runpy, signal, sys
 from transformers import TrainerCallback
-import loraplus.trainer
+import lorakit.training.trainer
 
 class Kill(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == {step}:
             os.kill(os.getpid(), signal.{signal})
 
-original = loraplus.trainer.LoraPlusTrainer.__init__
+original = lorakit.training.trainer.LoraTrainer.__init__
 def with_kill(self, *args, **kwargs):
     original(self, *args, **kwargs)
     self.add_callback(Kill())
-loraplus.trainer.LoraPlusTrainer.__init__ = with_kill
+lorakit.training.trainer.LoraTrainer.__init__ = with_kill
 sys.argv = [{script!r}, *sys.argv[1:]]
 runpy.run_path({script!r}, run_name="__main__")
 """

@@ -13,10 +13,10 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 import run_glue
-from finetune.glue_data import GlueDataArguments, load_task_data
-from finetune.glue_tasks import GLUE_TASKS
-from finetune.metrics import predictions_from_logits, task_metrics
-from finetune.results import RunRecorder
+from lorakit.tasks.glue.catalog import GLUE_TASKS
+from lorakit.tasks.glue.data import GlueDataArguments, load_task_data
+from lorakit.tasks.metrics import predictions_from_logits, task_metrics
+from lorakit.training.records import RunRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max_steps", "3", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--eval_strategy", "no"]

@@ -9,13 +9,14 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import run_llm
-from finetune.arguments import ConfigError, LoraArguments
-from finetune.lm_data import SftExample
-from finetune.lm_encoding import BlockDataset, PadCollator, SftDataset, pack_blocks
-from finetune.lm_eval import perplexity
-from finetune.modeling import add_lora
 from init_schemes import InitSpec
-from init_schemes.registry import lora_factors
+from init_schemes.schemes import lora_factors
+from lorakit.core.errors import ConfigError
+from lorakit.models.arguments import LoraArguments
+from lorakit.models.lora import add_lora
+from lorakit.tasks.lm.data import SftExample
+from lorakit.tasks.lm.encoding import BlockDataset, PadCollator, SftDataset, cut_into_blocks
+from lorakit.tasks.lm.evaluation import perplexity
 from loraplus.groups import assert_partition, loraplus_param_groups
 from tests.conftest import verse
 
@@ -55,7 +56,8 @@ def test_saved_adapter_reproduces_the_final_perplexity(tmp_path, tiny_llama_dir,
     metrics = run(tmp_path, tiny_llama_dir, *argv, "--max_steps", "10", "--lora_init", "B")
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tmp_path / "run")
-    _, data, encoded, _, _ = run_llm.prepare(["--model_name_or_path", str(tiny_llama_dir), *argv])
+    prepared = run_llm.TASK.prepare(["--model_name_or_path", str(tiny_llama_dir), *argv])
+    encoded = prepared.extra["encoded"]
     again = perplexity(model.eval(), encoded.heldout, PadCollator(tokenizer.pad_token_id), 8)
     assert again["perplexity"] == pytest.approx(metrics["final"]["perplexity"], rel=1e-4)
 
@@ -85,7 +87,7 @@ def test_instruct_run_scores_mmlu(tmp_path, tiny_llama_dir):
 
 def test_blocks_cover_the_token_stream_with_eos_between_documents(tiny_llama_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    blocks = pack_blocks(["ab\ncd", "ef"], tokenizer, block_size=4)
+    blocks = cut_into_blocks(["ab\ncd", "ef"], tokenizer, block_size=4)
     assert blocks.shape == (2, 4)  # a b \n c | d </s> e f  (the final </s> is dropped with the partial block)
     assert tokenizer.decode(blocks.flatten()) == "ab\ncd</s>ef"
     assert blocks[1, 1] == tokenizer.eos_token_id

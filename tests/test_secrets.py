@@ -42,8 +42,8 @@ def test_fake_tokens_appear_in_no_file_under_the_output_folders(tiny_bert_dir, t
     sweep["base"] = {k.removeprefix("--"): v for k, v in sweep["base"].items()}
     sweep["base"] |= {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "lora_dropout": 0}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
-    ran = subprocess.run([sys.executable, "-m", "sweeps", "run", str(tmp_path / "sweep.yaml")], cwd=ROOT, env=env,
-                         capture_output=True, text=True)  # fmt: skip
+    command = [sys.executable, "-m", "lorakit.sweeps", "run", str(tmp_path / "sweep.yaml")]
+    ran = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr[-2000:]
     written = list((tmp_path / "out").rglob("*"))
     assert any(p.name == "training_args.bin" for p in written) and any(p.name == "pack.json" for p in written)

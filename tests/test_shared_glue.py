@@ -5,8 +5,8 @@ import json
 import pytest
 
 import run_glue
-from finetune.glue_data import read_data_file
-from finetune.glue_tasks import GLUE_TASKS
+from lorakit.tasks.glue.catalog import GLUE_TASKS
+from lorakit.tasks.glue.data import read_data_file
 from tests.conftest import SHARED_GLUE
 
 pytestmark = pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason="../shared/data/glue is not present")

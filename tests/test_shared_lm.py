@@ -3,9 +3,9 @@ checkout)."""
 
 import pytest
 
-from finetune.gsm8k import final_number
-from finetune.lm_data import LmDataArguments, load_lm_data
-from finetune.mmlu import mmlu_prompt
+from lorakit.tasks.lm.data import LmDataArguments, load_lm_data
+from lorakit.tasks.lm.gsm8k import final_number
+from lorakit.tasks.lm.mmlu import mmlu_prompt
 from tests.conftest import SHARED_LM
 
 pytestmark = pytest.mark.skipif(not SHARED_LM.is_dir(), reason="../shared/data/lm is not present")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import sweeps.__main__ as cli
+import lorakit.sweeps.__main__ as cli
 from tests.test_packed_sweep import NUMBERS, tiny_sweep
 from tests.test_sweeps import COMPARED
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-import sweeps.__main__ as cli
-from sweeps.spec import load_sweep
-from sweeps.worker import acquire, release, run_point
+import lorakit.sweeps.__main__ as cli
+from lorakit.sweeps.spec import load_sweep
+from lorakit.sweeps.worker import acquire, release, run_point
 from tests.test_resume import KILLER
 from tests.test_sweeps import PROJECT, write_sweep
 
@@ -22,7 +22,7 @@ def results(path: Path) -> pd.DataFrame:
 
 def test_two_runs_of_one_sweep_at_once_both_succeed_and_run_each_point_once(tmp_path, tiny_bert_dir, tiny_glue_dir):
     path = write_sweep(tmp_path, tiny_bert_dir, tiny_glue_dir, local={"workers": 1})
-    command = [sys.executable, "-m", "sweeps", "run", str(path)]
+    command = [sys.executable, "-m", "lorakit.sweeps", "run", str(path)]
     both = [subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     codes = [process.wait(timeout=600) for process in both]
     assert codes == [0, 0], [p.stderr.read().decode()[-2000:] for p in both]
@@ -100,7 +100,7 @@ def test_a_point_whose_worker_cannot_start_ends_the_run_instead_of_looping(tmp_p
     locks = tmp_path / "out" / "locks"
     locks.mkdir(parents=True)
     (locks / f"{point.run_dir.name}.lock").symlink_to(tmp_path / "nowhere")  # planted
-    done = subprocess.run([sys.executable, "-m", "sweeps", "run", str(path)], cwd=PROJECT, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "lorakit.sweeps", "run", str(path)], cwd=PROJECT, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 1 and done.stderr.count("sweeps.worker: error: cannot lock") == 1
     assert not (tmp_path / "nowhere").exists()

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
-import sweeps.__main__ as cli
-from finetune.arguments import ConfigError
-from sweeps.report import write_report
-from sweeps.spec import load_sweep, validate
-from sweeps.worker import acquire, is_locked, lock_path, read_attempts, read_lock, release, run_point
+import lorakit.sweeps.__main__ as cli
+from lorakit.core.errors import ConfigError
+from lorakit.sweeps.report import write_report
+from lorakit.sweeps.spec import load_sweep, validate
+from lorakit.sweeps.worker import acquire, is_locked, lock_path, read_attempts, read_lock, release, run_point
 from tests.conftest import write_tsv
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def write_sweep(folder: Path, tiny_bert_dir, glue_dir, **changes) -> Path:
 
 def sweep_process(path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    return subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(path)], cwd=PROJECT, env=env)
+    return subprocess.Popen([sys.executable, "-m", "lorakit.sweeps", "run", str(path)], cwd=PROJECT, env=env)
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
@@ -167,7 +167,7 @@ def test_ratio_heatmap_when_the_sweep_has_ratios(tmp_path):
 
 def test_worker_records_the_attempt_and_the_runners_own_error(tmp_path):
     command = [sys.executable, "-c", "import sys; print('resuming from checkpoint-12'); sys.exit(3)"]
-    assert run_point(tmp_path, command) == 3  # the runner itself resumes (finetune.run_folder)
+    assert run_point(tmp_path, command) == 3  # the runner itself resumes (lorakit.core.run_folder)
     [attempt] = read_attempts(tmp_path)
     assert attempt["command"] == command
     assert attempt["exit_code"] == 3 and "checkpoint-12" in attempt["error"] and not attempt["interrupted"]

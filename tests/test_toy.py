@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import run_toy
-from toy import analysis
-from toy.model import ToyConfig, init_factors, make_problem, network
-from toy.train import SeedGroup, Student, StudentStack, forward_backward, train_width
+from lorakit.toy import analysis
+from lorakit.toy.model import ToyConfig, init_factors, make_problem, network
+from lorakit.toy.train import SeedGroup, Student, StudentStack, forward_backward, train_width
 
 TINY = ToyConfig(n_train=12, n_test=5, steps=6, compute_dtype="float64", record_every=2)
 

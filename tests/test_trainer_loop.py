@@ -1,23 +1,22 @@
-"""LoraPlusTrainer's cheaper per-step bookkeeping gives exactly the Trainer's results."""
+"""LoraTrainer's cheaper per-step bookkeeping gives exactly the Trainer's results."""
 
 import copy
 
 import torch
 from transformers import LlamaForCausalLM
 
-from finetune.lm_arguments import LlmLoraArguments, LlmTrainArguments
-from finetune.lm_encoding import BlockDataset, PadCollator
-from finetune.modeling import add_lora
 from init_schemes import InitSpec
-from loraplus import LoraPlusTrainer
-from loraplus.trainer import cheap_mode_switches
+from lorakit.models.lora import add_lora
+from lorakit.tasks.lm.arguments import LmLoraArguments, LmTrainArguments
+from lorakit.tasks.lm.encoding import BlockDataset, PadCollator
+from lorakit.training.trainer import LoraTrainer, cheap_mode_switches
 from tests.conftest import tiny_llama_config
 
 
 def lora_llama():
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_llama_config(40))
-    return add_lora(model, LlmLoraArguments(lora_r=4, lora_dropout=0.0), InitSpec("A", seed=0), "CAUSAL_LM")[0]
+    return add_lora(model, LmLoraArguments(lora_r=4, lora_dropout=0.0), InitSpec("A", seed=0), "CAUSAL_LM")[0]
 
 
 def test_mode_switches_and_zero_grad_match_the_full_walks():
@@ -43,13 +42,13 @@ def test_mode_switches_and_zero_grad_match_the_full_walks():
 
 def test_trainer_steps_equal_a_plain_loop_and_flops_are_counted(tmp_path):
     blocks = torch.randint(4, 40, (6, 16), generator=torch.Generator().manual_seed(1))
-    args = LlmTrainArguments(
+    args = LmTrainArguments(
         output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=2, learning_rate=1e-2, warmup_steps=0,
         lr_scheduler_type="constant", max_grad_norm=0.5, save_strategy="no", report_to=[], use_cpu=True,
         train_sampling_strategy="sequential", logging_steps=1, optim="adamw_torch",
     )  # fmt: skip
     model = lora_llama()
-    trainer = LoraPlusTrainer(model=model, args=args, train_dataset=BlockDataset(blocks), data_collator=PadCollator(0))
+    trainer = LoraTrainer(model=model, args=args, train_dataset=BlockDataset(blocks), data_collator=PadCollator(0))
     trainer.train()
 
     reference = lora_llama()

@@ -63,8 +63,8 @@ def folder_bytes(folder: Path) -> int:
 def probe_pack(pack: Path, gpu: str | None) -> dict:
     """Peaks of packs of 1 and 2 of `pack`, measured as `--pack auto` measures them, and the sizes that fit."""
     from benchmarks.targets import A10_GIB
-    from packing.probe import fit, probe_in_subprocess
-    from sweeps.autopack import device_kind
+    from lorakit.packing.probe import fit, probe_in_subprocess
+    from lorakit.sweeps.autopack import device_kind
 
     gpu = None if gpu in (None, "none") else gpu
     one = probe_in_subprocess(pack, 1, gpu)

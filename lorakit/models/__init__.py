@@ -1,0 +1,1 @@
+"""Models: their arguments, their loading (embedded defaults, quantization), LoRA on them."""
