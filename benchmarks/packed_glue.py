@@ -132,7 +132,9 @@ def packed_trainer(model, lora, k: int, data, args, callback):
     from lorakit.training.arguments import TrainArguments
 
     peft_model, _ = add_lora(model, lora, InitSpec("A", seed=0), "SEQ_CLS")
-    configs = [RunArguments(None, None, None, TrainArguments(**vars_of(args, i))) for i in range(k)]
+    configs = [
+        RunArguments(model=None, lora=None, data=None, training=TrainArguments(**vars_of(args, i))) for i in range(k)
+    ]
     states, _ = initial_states(peft_model, configs)
     packed, groups, loss_scaling = pack_for_training(peft_model, configs, states)
     return PackedTrainer(

@@ -48,7 +48,10 @@ def run_pack(path: str, k: int, args, on_timed=None) -> tuple[float, dict]:
 
     quantized = args.quantization == "4bit"
     model_args = ModelArguments(model_name_or_path=path, torch_dtype="bfloat16", load_in_4bit=quantized)
-    configs = [RunArguments(None, None, None, train_arguments(args, 1e-4 * 2**i, "AB"[i % 2])) for i in range(k)]
+    configs = [
+        RunArguments(model=None, lora=None, data=None, training=train_arguments(args, 1e-4 * 2**i, "AB"[i % 2]))
+        for i in range(k)
+    ]
     model = load_causal_lm(path, model_args, args.checkpointing)
     model, _ = add_lora(model, LmLoraArguments(), configs[0].training.init_spec(), "CAUSAL_LM")
     if not quantized:

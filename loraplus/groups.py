@@ -163,8 +163,13 @@ def create_loraplus_optimizer(
     return optimizer_from_groups(optimizer_cls, groups, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
-def optimizer_from_groups(optimizer_cls: type[torch.optim.Optimizer], groups: list[dict], **kwargs):
+def optimizer_from_groups(
+    optimizer_cls: type[torch.optim.Optimizer], groups: list[dict], *, model: nn.Module | None = None, **kwargs
+):
     """The one place an optimizer is built over parameter groups (each with its own lr and weight decay): here, in
-    the toolkit's Trainer, and per adapter in its packs. Keys a torch optimizer does not take (``name``,
-    ``param_names``) stay in the groups for the logs; `kwargs` (lr, betas, eps, …) are the optimizer's defaults."""
+    the toolkit's Trainer, and per adapter in its packs. Given `model`, the groups must partition its trainable
+    parameters (`assert_partition`). Keys a torch optimizer does not take (``name``, ``param_names``) stay in the
+    groups for the logs; `kwargs` (lr, betas, eps, …) are the optimizer's defaults."""
+    if model is not None:
+        assert_partition(model, groups)
     return optimizer_cls(groups, **kwargs)

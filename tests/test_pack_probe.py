@@ -96,7 +96,7 @@ def test_pack_auto_sizes_each_setting_once_and_keeps_the_measurement(
         return {"k": k, "peak_bytes": 1000 + 100 * k, "measured_by": "live tensor bytes", "device": "CPU",
                 "device_bytes": 10**12}  # fmt: skip
 
-    monkeypatch.setattr("lorakit.packing.probe.probe_in_subprocess", fake_probe)
+    monkeypatch.setattr("lorakit.sweeps.autopack.probe_in_subprocess", fake_probe)
     grid = "{learning_rate: [1e-4, 2e-4, 4e-4, 8e-4], lora_init: [A, B], seed: [0, 1]}"
     sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, grid, top="", base=", max_steps: 2")
     budget = (1000 + 3 * 100) / HEADROOM / 2**30  # 3 configurations fit
@@ -117,7 +117,7 @@ def test_pack_auto_refuses_to_size_gpu_runs_from_a_cpu_measurement(
     tiny_bert_dir, tiny_glue_dir, tmp_path, monkeypatch, capsys
 ):
     cpu = {"peak_bytes": 1, "measured_by": "live tensor bytes", "device": "CPU", "device_bytes": 10**12}
-    monkeypatch.setattr("lorakit.packing.probe.probe_in_subprocess", lambda pack_file, k, gpu=None: {"k": k, **cpu})
+    monkeypatch.setattr("lorakit.sweeps.autopack.probe_in_subprocess", lambda pack_file, k, gpu=None: {"k": k, **cpu})
     grid, gpus = "{learning_rate: [1e-4, 2e-4], lora_init: [A]}", "pack: auto\nslurm: {gpus_per_run: 1}\n"
     sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, grid, top=gpus)
     assert sweeps_main(["run", str(sweep), "--backend", "slurm", "--dry-run"]) == 2
@@ -131,7 +131,7 @@ def test_a_pack_of_two_out_of_memory_runs_the_points_one_at_a_time(
         figures = {"k": k, "measured_by": "CUDA allocator", "device": "small GPU", "device_bytes": 2**30}
         return {**figures, "peak_bytes": None, "out_of_memory": True} if k == 2 else {**figures, "peak_bytes": 2**29}
 
-    monkeypatch.setattr("lorakit.packing.probe.probe_in_subprocess", fake_probe)
+    monkeypatch.setattr("lorakit.sweeps.autopack.probe_in_subprocess", fake_probe)
     sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, "{learning_rate: [1e-4, 2e-4], lora_init: [A, B]}")
     assert sweeps_main(["run", str(sweep), "--dry-run"]) == 0
     out = capsys.readouterr()
@@ -149,7 +149,7 @@ def test_one_configuration_out_of_memory_is_an_error_and_no_pack_of_two_is_tried
         figures = {"k": k, "measured_by": "CUDA allocator", "device": "small GPU", "device_bytes": 2**30}
         return {**figures, "peak_bytes": None, "out_of_memory": True}
 
-    monkeypatch.setattr("lorakit.packing.probe.probe_in_subprocess", fake_probe)
+    monkeypatch.setattr("lorakit.sweeps.autopack.probe_in_subprocess", fake_probe)
     sweep = sweep_file(tmp_path, tiny_bert_dir, tiny_glue_dir, "{learning_rate: [1e-4, 2e-4], lora_init: [A]}")
     assert sweeps_main(["run", str(sweep), "--dry-run"]) == 2
     assert "does not fit" in capsys.readouterr().err and tried == [1]

@@ -93,7 +93,18 @@ def decoder_steps(scale: Scale, work: Path) -> list[Step]:
 
 
 def tests_step(out: Path) -> Step:
-    argv = ["-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"]
+    argv = [
+        "-m",
+        "pytest",
+        "-o",
+        "addopts=",
+        "-m",
+        "gpu",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_gpu.py",
+    ]  # no xdist there
     argv += ["--junitxml", str(out / "gpu_tests.xml")]
     return Step("gpu_tests", "pytest", tuple(argv), timeout_s=120, min_s=30, reads="junit")
 

@@ -4,7 +4,7 @@
   so the 4-bit cases need one on disk).
 - `prepare-encoder`: a random RoBERTa of a real architecture's shape with a word-level tokenizer, a GLUE-layout SST-2
   folder whose sentences fill the sequence length, and `pack.json`, a pack of two run_glue.py configurations (Init[A]
-  and Init[B]) in the setting of `benchmarks.packed_glue`'s cases, for `packing.probe`.
+  and Init[B]) in the setting of `benchmarks.packed_glue`'s cases, for `lorakit.packing.probe`.
 - `probe-pack`: `--pack auto`'s measurement of that pack as the sweep tool makes it (`probe_in_subprocess` for packs
   of 1 and 2, in processes that see the GPU a worker sees), the pack sizes it would pick, and the device's name as
   `--pack auto` keys its kept figures.

@@ -118,7 +118,7 @@ def writable_dir(path: Path, what: str) -> Path:
     return path
 
 
-OUR_MODULES = ("lorakit.", "loraplus.", "init_schemes.")
+NOT_OURS = ("transformers.", "builtins")  # the Trainer's own arguments: only its TRAINER_SETTINGS count
 TRAINER_SETTINGS = (  # the Trainer's own fields that change what a run computes
     "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
     "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_steps",
@@ -131,14 +131,15 @@ RUN_ONLY = (  # where a run writes, logs, evaluates and saves: free to change be
 
 
 def run_settings(sections: dict) -> dict:
-    """What decides a run's numbers, as JSON values keyed "section.field": the fields the project's argument
-    dataclasses declare themselves, and the Trainer fields in `TRAINER_SETTINGS`, but not `RUN_ONLY` ones."""
+    """What decides a run's numbers, as JSON values keyed "section.field": the fields the argument dataclasses of
+    the project and of a task of one's own declare themselves, and the Trainer fields in `TRAINER_SETTINGS`, but not
+    `RUN_ONLY` ones."""
     settings = {}
     for section, obj in sections.items():
         declared = {
             name
             for klass in type(obj).__mro__
-            if klass.__module__.startswith(OUR_MODULES)
+            if not klass.__module__.startswith(NOT_OURS)
             for name in vars(klass).get("__annotations__", {})
         }
         for name in sorted((declared | set(TRAINER_SETTINGS)) - set(RUN_ONLY)):

@@ -8,8 +8,8 @@ from lorakit.packing.layers import PackedHead, PackedLoraLinear
 
 
 class PackedModel(nn.Module):
-    """A packed model (see `packing.layers.pack_states`) run on K copies of each batch, slice k through adapter k.
-    Subclasses compute the K losses; the training loss is the sum of the live adapters' losses. `step_losses` sums
+    """A packed model (see `lorakit.packing.layers.pack_states`) run on K copies of each batch, slice k through adapter
+    k. Subclasses compute the K losses; the training loss is the sum of the live adapters' losses. `step_losses` sums
     each adapter's micro-batch losses since the last optimizer step, for the divergence check."""
 
     MIRRORED = ("hf_device_map", "is_loaded_in_4bit", "is_loaded_in_8bit", "quantization_method")  # placement

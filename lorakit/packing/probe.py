@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from lorakit.core.errors import ConfigError
+from lorakit.core.project import with_project_on_path
 
 HEADROOM = 0.9  # of the budget: the CUDA context, allocator fragmentation, and batches longer than the probe's
 STEPS = 2  # the first step allocates the optimizer state; the second is a steady step
@@ -122,9 +123,7 @@ def measure(trainer) -> dict:
 def probe_in_subprocess(pack_file: Path, k: int, gpu: str | None = None) -> dict:
     """`probe` in a fresh process (its memory is the pack's alone) that sees GPU `gpu` only, or none for None;
     raises ConfigError naming its last line of output, all of which goes to probe_<k>.log beside the pack file."""
-    project = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu if gpu is not None else ""}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project, env.get("PYTHONPATH")]))
+    env = with_project_on_path({**os.environ, "CUDA_VISIBLE_DEVICES": gpu if gpu is not None else ""})
     command = [sys.executable, "-m", "lorakit", "probe", str(pack_file), str(k)]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = done.stdout.strip().splitlines()

@@ -97,11 +97,6 @@ def train_pack(trainer, results: PackResults, final_metrics, model, tokenizer, s
         raise
 
 
-def evaluated_at(recorder: RunRecorder, step: int) -> bool:
-    evaluations = recorder.state["evaluations"]
-    return bool(evaluations) and evaluations[-1]["step"] == step
-
-
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())

@@ -92,6 +92,7 @@ class PackedTrainer(LoraTrainer):
             optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
             kwargs = {k: v for k, v in kwargs.items() if k not in ("lr", "weight_decay")}
             groups = [group for adapter in self.adapter_groups for group in adapter]
+            # not checked against the trainable parameters: a frozen (diverged) adapter keeps its groups
             self.optimizer = optimizer_from_groups(optimizer_cls, groups, lr=self.args.learning_rate, **kwargs)
         return self.optimizer
 

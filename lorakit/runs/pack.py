@@ -24,7 +24,7 @@ def prepare_pack(task: Task, argvs: list[list[str]]) -> tuple[list[RunArguments]
     """The K configurations' arguments (checked: they may share a pack) and the first one's preparation (the data,
     tokenizer and model they share)."""
     prepared = task.prepare(argvs[0])
-    arguments = [prepared.args, *(task.parse(argv) for argv in argvs[1:])]
+    arguments = [prepared.args, *(task.parse_to_run(argv) for argv in argvs[1:])]
     check_packable(arguments)
     return arguments, prepared
 

@@ -30,7 +30,7 @@ def with_lora(task: Task, model, args: RunArguments):
     """`model` with LoRA and the init scheme of `args`, on the training device (a quantized base is already placed)."""
     model, init_record = add_lora(model, args.lora, args.training.init_spec(), task.peft_task_type)
     logger.info("%s; init %s", trainable_summary(model), init_record)
-    if not (args.model.load_in_4bit or args.model.load_in_8bit):
+    if not task.is_quantized(args):
         model.to(args.training.device)
     return model, init_record
 

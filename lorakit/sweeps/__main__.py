@@ -20,11 +20,14 @@ import shutil
 import signal
 import sys
 
+from lorakit.core.atomic import write_json_atomic
 from lorakit.core.errors import ConfigError, one_line
 from lorakit.core.parsing import OneLineParser
 from lorakit.core.run_folder import writable_dir
-from lorakit.sweeps.local import dry_run, run_local
+from lorakit.sweeps.autopack import AutoPack
+from lorakit.sweeps.local import dry_run, run_local, slots
 from lorakit.sweeps.report import write_report
+from lorakit.sweeps.slurm import run_slurm
 from lorakit.sweeps.spec import check_pack, fixed_values, load_sweep, validate
 from lorakit.sweeps.store import point_status, status_table, write_results
 from lorakit.sweeps.worker import read_attempts
@@ -86,9 +89,6 @@ def pack_sizer(sweep, args):
         if args.pack_memory is not None:
             raise ConfigError("--pack-memory is for --pack auto")
         return pack
-    from lorakit.sweeps.autopack import AutoPack
-    from lorakit.sweeps.local import slots
-
     if args.backend == "slurm":  # measured here, on a GPU of this machine's if the runs take GPUs
         if int(sweep.slurm.get("gpus_per_run", 0) or 0):
             visible = [s for s in slots(sweep, None) if s is not None]
@@ -99,8 +99,6 @@ def pack_sizer(sweep, args):
 
 def forget_failures(points) -> int:
     """Mark failed points' last attempt as interrupted so they run again; returns how many."""
-    from lorakit.core.atomic import write_json_atomic
-
     count = 0
     for point in points:
         if point_status(point) == "failed":
@@ -119,8 +117,6 @@ def run(sweep, points, args) -> int:
     if args.retry_failed:
         print(f"retrying {forget_failures(points)} failed point(s)", file=sys.stderr)
     if args.backend == "slurm":
-        from lorakit.sweeps.slurm import run_slurm
-
         run_slurm(sweep, points, wait=not args.no_wait, pack=args.pack)
         if args.no_wait:
             return 0

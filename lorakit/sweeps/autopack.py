@@ -1,10 +1,10 @@
 """``--pack auto`` (or ``pack: auto``): each group of points that may share a pack gets the largest pack size that
 fits the memory of the device its workers train on.
 
-The size comes from `packing.probe`: packs of 1 and 2 of the group's points train a few steps and evaluate one batch,
-in fresh processes that see the device a worker would see, and the peak memory is extrapolated to K configurations.
-The budget is ``--pack-memory`` GiB, else the device's whole memory (for CPU workers: the machine's memory shared
-among them, or a SLURM run's ``mem_gb``). Measurements are kept in
+The size comes from `lorakit.packing.probe`: packs of 1 and 2 of the group's points train a few steps and evaluate one
+batch, in fresh processes that see the device a worker would see, and the peak memory is extrapolated to K
+configurations. The budget is ``--pack-memory`` GiB, else the device's whole memory (for CPU workers: the machine's
+memory shared among them, or a SLURM run's ``mem_gb``). Measurements are kept in
 ``<output_root>/packs/probe_<id>/probe.json``, one per distinct setting (seeds share one) and kind of device, so a
 sweep run again does not measure again.
 """
@@ -18,6 +18,8 @@ import sys
 from lorakit.core.atomic import write_json_atomic
 from lorakit.core.errors import ConfigError
 from lorakit.core.run_folder import read_json_file
+from lorakit.packing.probe import fit, probe_in_subprocess
+from lorakit.packing.trainer import PACKABLE
 from lorakit.sweeps.spec import Job, Point, Sweep
 
 GIB = 2**30
@@ -48,10 +50,8 @@ class AutoPack:
     def __call__(self, members: list[Point]) -> int:
         if len(members) < 2:
             return 1
-        from lorakit.packing.trainer import PACKABLE
-
         shared = {k: v for k, v in members[0].settings.items() if k not in PACKABLE | NOT_MEMORY}
-        key = [self.sweep.task, shared, self.device]
+        key = [self.sweep.identity, shared, self.device]
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
         if digest not in self.sizes:
             self.sizes[digest] = self.size(members, digest)
@@ -67,8 +67,6 @@ class AutoPack:
         return budget, f"{budget / GIB:.1f} GiB of {figures['device']}"
 
     def size(self, members: list[Point], digest: str) -> int:
-        from lorakit.packing.probe import fit
-
         figures = self.measured(members, digest)
         if self.needs_gpu and figures["measured_by"] != "CUDA allocator":
             raise ConfigError(
@@ -93,8 +91,6 @@ class AutoPack:
     def measured(self, members: list[Point], digest: str) -> dict:
         """The probe's figures for this setting, measured now unless kept from an earlier run. A pack of 2 that ran
         out of memory leaves the peak of 1 alone (packs of 1)."""
-        from lorakit.packing.probe import probe_in_subprocess
-
         folder = self.sweep.output_root / "packs" / f"probe_{digest}"
         kept = read_json_file(folder / "probe.json")
         if isinstance(kept, dict) and isinstance(kept.get("peaks"), dict) and "1" in kept["peaks"]:

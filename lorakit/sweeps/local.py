@@ -15,7 +15,8 @@ import time
 
 from tqdm.auto import tqdm
 
-from lorakit.sweeps.spec import PROJECT, Job, Point, Sweep
+from lorakit.core.project import with_project_on_path
+from lorakit.sweeps.spec import Job, Point, Sweep
 from lorakit.sweeps.store import FINISHED, point_status, statuses, write_results
 from lorakit.sweeps.worker import LOCKED
 
@@ -41,9 +42,7 @@ def slots(sweep: Sweep, workers: int | None) -> list[str | None]:
 
 
 def start(job: Job, gpu: str | None) -> subprocess.Popen:
-    env = dict(os.environ)
-    env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""  # a CPU worker sees no GPU
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
+    env = with_project_on_path({**os.environ, "CUDA_VISIBLE_DEVICES": gpu if gpu is not None else ""})  # CPU: none
     job.write_pack_file()
     dirs = [str(d) for d in job.run_dirs]
     command = [sys.executable, "-m", "lorakit.sweeps.worker", *dirs, "--", *job.command(sys.executable)]

@@ -11,7 +11,8 @@ import sys
 
 from tqdm.auto import tqdm
 
-from lorakit.sweeps.spec import PROJECT, Point, Sweep
+from lorakit.core.project import CLONE
+from lorakit.sweeps.spec import Point, Sweep
 from lorakit.sweeps.store import point_status, write_results
 from lorakit.sweeps.worker import run_job
 
@@ -32,7 +33,7 @@ def executor_for(sweep: Sweep):
         "timeout_min": int(settings.get("time_min", 60)),
         "slurm_array_parallelism": int(settings.get("array_parallelism", 8)),
         "cpus_per_task": int(settings.get("cpus_per_run", 1)),
-        "slurm_setup": [f"export PYTHONPATH={PROJECT}:${{PYTHONPATH:-}}"],
+        "slurm_setup": [f"export PYTHONPATH={CLONE}:${{PYTHONPATH:-}}"] if CLONE else [],
     }
     if settings.get("partition"):
         parameters["slurm_partition"] = settings["partition"]

@@ -25,7 +25,9 @@ import torch
 from lorakit.core.atomic import write_json_atomic
 from lorakit.core.errors import ConfigError
 from lorakit.core.parsing import read_yaml, settings_to_argv
+from lorakit.core.project import clone_file
 from lorakit.core.secrets import is_secret_name, redact_settings
+from lorakit.packing.trainer import PACKABLE
 from lorakit.sweeps.checks import NAME, OWNED_BY_THE_SWEEP, check_sweep_mapping
 from lorakit.tasks import get_task, task_spec
 
@@ -35,8 +37,15 @@ READABLE_CHARS = 96  # of a point's folder name, before its id
 LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")  # metric names whose best is the lowest
 GPU_ONLY_FLAGS = ("fp16", "bf16", "load_in_4bit", "load_in_8bit")
 GPU_FLAGS_OFF = [token for flag in GPU_ONLY_FLAGS for token in (f"--{flag}", "false")]  # to parse on a CPU machine
+
+
+def project_path(path: str) -> Path:
+    """A path of a sweep file: absolute as given; relative, the clone's file if it has one (launch/…), else the
+    caller's (runs start in the folder the sweep was started from)."""
+    return Path(path) if Path(path).is_absolute() else clone_file(path) or Path(path)
+
+
 SHORT_NAMES = {"learning_rate": "lr", "lora_init": "init", "loraplus_lr_ratio": "ratio", "task_name": "task"}
-PROJECT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -50,18 +59,19 @@ class Point:
     task: str  # its spec: a registered name or module:Class
 
     def argv(self) -> list[str]:
-        """The task's arguments; a relative ``config`` recipe path is the project's (launch/…), other relative
-        paths are the caller's, as runs start in the folder `run` was started from."""
+        """The task's arguments; a relative ``config`` recipe path is the clone's (launch/…) where it has one,
+        other relative paths are the caller's, as runs start in the folder `run` was started from."""
         settings = dict(self.settings)
-        if settings.get("config") and not Path(settings["config"]).is_absolute():
-            settings["config"] = str(PROJECT / settings["config"])
+        if settings.get("config"):
+            settings["config"] = str(project_path(settings["config"]))
         return [*settings_to_argv(settings), "--output_dir", str(self.run_dir)]
 
     def command(self, python: str) -> list[str]:
-        """The command line that runs this point (the python interpreter given): the task's script, else
-        `python -m lorakit run <task>`."""
+        """The command line that runs this point (the python interpreter given): the task's script in a clone,
+        else (an installed lorakit, a task of one's own) `python -m lorakit run <task>`."""
         script = get_task(self.task).script
-        runs = [str(PROJECT / script)] if script else ["-m", "lorakit", "run", self.task]
+        script = clone_file(script) if script else None
+        runs = [str(script)] if script else ["-m", "lorakit", "run", self.task]
         return [python, *runs, *self.argv()]
 
     def setting(self, key: str, default=None):
@@ -70,7 +80,7 @@ class Point:
             return self.settings[key]
         config = self.settings.get("config")
         if config:
-            recipe = _recipe(Path(config) if Path(config).is_absolute() else PROJECT / config)
+            recipe = _recipe(project_path(config))
             if key in recipe:
                 return recipe[key]
         return default
@@ -125,14 +135,12 @@ class Sweep:
     def jobs(self, points: list[Point], pack=None) -> list[Job]:
         """`points` as jobs: packs of up to `pack` (default: the file's) points that differ only in what a pack
         may vary (learning rate, init scheme, LoRA+ ratio), in grid order; single points otherwise. `pack` may be
-        a function of each group's points (`sweeps.autopack.AutoPack`)."""
+        a function of each group's points (`lorakit.sweeps.autopack.AutoPack`)."""
         size = self.pack if pack is None else pack
         if size == "auto":
             raise ConfigError("pack: auto is sized by `python -m lorakit.sweeps run`, which measures the packs")
         if not callable(size) and size <= 1:
             return [Job([p]) for p in points]
-        from lorakit.packing.trainer import PACKABLE
-
         groups: dict[str, list[Point]] = {}
         singles = []
         for point in points:
@@ -158,14 +166,19 @@ class Sweep:
                 jobs.append(Job(chunk, self.output_root / "packs" / f"k{len(chunk)}_{digest}"))
         return jobs + singles
 
+    @property
+    def identity(self) -> str:
+        """The task as ids and cache keys name it: a built-in task's script (as older sweeps named their runner, so
+        their run ids and measured pack sizes hold), else its spec."""
+        return get_task(self.task).script or self.task
+
     def points(self) -> list[Point]:
         keys = list(self.grid)
         points = []
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             values = dict(zip(keys, combo, strict=True))
             settings = {**self.base, **values}
-            identity = get_task(self.task).script or self.task  # a built-in task's script: ids of older sweeps hold
-            digest = hashlib.sha1(json.dumps([identity, settings], sort_keys=True, default=str).encode())
+            digest = hashlib.sha1(json.dumps([self.identity, settings], sort_keys=True, default=str).encode())
             run_id = digest.hexdigest()[:10]
             readable = "_".join(f"{SHORT_NAMES.get(k, k)}{v}" for k, v in values.items()).replace("/", "-")
             readable = readable[
@@ -178,9 +191,9 @@ class Sweep:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a sweep file (`sweeps.checks`; a malformed file, an unknown key, a bad value or a task we do
-    not ship is a one-line error). A secret in `base` (hub_token) goes to the environment the runs inherit, not into
-    any file or command line."""
+    """Read and check a sweep file (`lorakit.sweeps.checks`; a malformed file, an unknown key, a bad value or a task
+    we do not ship is a one-line error). A secret in `base` (hub_token) goes to the environment the runs inherit, not
+    into any file or command line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep: file not found: {path}")
@@ -238,10 +251,10 @@ def check_pack(pack, where: str) -> int | str:
 def parse_point(sweep: Sweep, point: Point):
     """The point's settings parsed by its task (its named argument sets). Without a visible GPU, GPU-only flags are
     checked for their type only."""
-    argv = point.argv()
+    argv, task = point.argv(), get_task(sweep.task)
     if not torch.cuda.is_available():
-        argv += GPU_FLAGS_OFF
-    return get_task(sweep.task).parse(argv)
+        argv += [token for flag in GPU_ONLY_FLAGS if task.declares(flag) for token in (f"--{flag}", "false")]
+    return task.parse(argv)
 
 
 def validate(sweep: Sweep) -> list[Point]:

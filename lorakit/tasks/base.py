@@ -3,17 +3,18 @@
 A task parses its own argument sets, reads and checks its data and model before any model loads (`prepare`), loads
 its base model, hands the Trainer its datasets, collator, metrics and callbacks, evaluates a model its own way, and,
 for packs, runs K adapters on one base (`packed_model`) and evaluates them (`evaluate_pack`). The drivers
-(`lorakit.run` for one run, `lorakit.packing.run` for packs) do everything else, the same way for every task: the
+(`lorakit.runs.single` for one run, `lorakit.runs.pack` for packs) do everything else, the same way for every task: the
 run folder, LoRA and the init scheme, the records, the Trainer, resuming.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
 from lorakit.core.parsing import parse_args
-from lorakit.training.arguments import check_combination
+from lorakit.models.loading import quantization_config
+from lorakit.training.arguments import check_combination, check_packages
 
 
 @dataclass
@@ -47,22 +48,50 @@ class Task:
 
     name: str = ""  # its name in the registry (`lorakit.tasks.TASKS`) and in sweep files
     script: str | None = None  # its command-line script in the project (run_glue.py), if it has one
-    peft_task_type: str = "SEQ_CLS"  # PEFT's task type for its LoRA model
+    peft_task_type: str  # PEFT's task type for its LoRA model (SEQ_CLS, CAUSAL_LM, …): every task states its own
     argument_types: tuple = ()  # the dataclasses of its model, LoRA, data and training arguments
     sweep_metric: str = "eval_loss"  # a sweep's default metric (a final metric) and its direction
     sweep_higher_is_better: bool = False
 
     # before any model loads
     def parse(self, argv: list[str]) -> RunArguments:
-        """The arguments, each set checked on its own and against the others (no file is read yet)."""
-        args = RunArguments(*parse_args(self.argument_types, argv))
+        """The arguments, each set checked on its own and against the others, and the default output_dir filled in:
+        all that can be known without this machine or a file (a sweep checks its points with it, wherever they run)."""
+        model, lora, data, training = parse_args(self.argument_types, argv)
+        args = RunArguments(model=model, lora=lora, data=data, training=training)
         check_combination(args.lora, args.training)
+        args.training.fill_default_output_dir(args.model.model_name_or_path, self.run_name(args))
         return args
 
+    def parse_to_run(self, argv: list[str]) -> RunArguments:
+        """`parse`, then what the arguments need of this machine (`check_machine`): every configuration a run or a
+        pack trains goes through it."""
+        args = self.parse(argv)
+        self.check_machine(args)
+        return args
+
+    def check_machine(self, args: RunArguments) -> None:
+        """The packages the arguments need here; by default those of the project's model and training arguments
+        (a quantized base needs bitsandbytes, an optimizer or a logger its package)."""
+        if self.is_quantized(args):
+            quantization_config(args.model)
+        check_packages(args.training)
+
     def prepare(self, argv: list[str]) -> Prepared:
-        """Parse, read the data and check it, the model's config and tokenizer against the arguments: all that can
-        fail before a model loads."""
+        """`parse_to_run`, then `read`: all that can fail before a model loads."""
+        return self.read(self.parse_to_run(argv))
+
+    def read(self, args: RunArguments) -> Prepared:
+        """Read the data and check it, the model's config and tokenizer against the checked arguments."""
         raise NotImplementedError
+
+    def declares(self, name: str) -> bool:
+        """Whether one of the task's argument dataclasses has a field `name`."""
+        return any(f.name == name for kind in self.argument_types for f in fields(kind))
+
+    def is_quantized(self, args: RunArguments) -> bool:
+        """Whether the base model loads quantized (and so is placed on its device as it loads)."""
+        return any(getattr(args.model, flag, False) for flag in ("load_in_4bit", "load_in_8bit"))
 
     def run_name(self, args: RunArguments) -> str:
         """The folder under outputs/ a run's default output_dir goes in."""

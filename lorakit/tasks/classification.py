@@ -1,10 +1,9 @@
 """Text classification and regression on a sequence classifier: everything such a task shares, whatever its data.
 
-A subclass says what its labels are (`label_space`: a `lorakit.tasks.glue.catalog.GlueTask`, or any object with
-``num_labels``, ``is_regression``, ``metrics`` and ``primary_metric``) and reads its data (`read_data` → `TaskData`);
-its data arguments carry ``max_seq_length``. The rest is here: the checks before any model loads, the classifier,
-the tokenized datasets, the Trainer's metrics, and, for packs, the packed classifier and its evaluation (each
-adapter's loss and metrics, named as a single run's Trainer names them).
+A subclass says what its labels are (`label_space`: a `lorakit.tasks.metrics.LabelSpace`, such as a GLUE task's
+`GlueTask`) and reads its data (`read_data` → `TaskData`); its data arguments carry ``max_seq_length``. The rest is
+here: the checks before any model loads, the classifier, the tokenized datasets, the Trainer's metrics, and, for packs,
+the packed classifier and its evaluation (each adapter's loss and metrics, named as a single run's Trainer names them).
 """
 
 from dataclasses import dataclass
@@ -19,14 +18,13 @@ from lorakit.models.loading import (
     load_config,
     load_sequence_classifier,
     load_tokenizer,
-    quantization_config,
     resolve_model_path,
 )
 from lorakit.models.lora import check_lora_shapes
 from lorakit.packing.model import PackedModel
 from lorakit.tasks.base import Prepared, RunArguments, Task
-from lorakit.tasks.metrics import predictions_from_logits, task_metrics, trainer_metrics_fn
-from lorakit.training.arguments import check_best_metric, check_packages
+from lorakit.tasks.metrics import LabelSpace, predictions_from_logits, task_metrics, trainer_metrics_fn
+from lorakit.training.arguments import check_best_metric
 
 
 @dataclass
@@ -100,16 +98,13 @@ class SequenceClassificationTask(Task):
     peft_task_type = "SEQ_CLS"
     sweep_metric, sweep_higher_is_better = "eval_accuracy", True
 
-    def label_space(self, args: RunArguments):
+    def label_space(self, args: RunArguments) -> LabelSpace:
         raise NotImplementedError
 
     def read_data(self, args: RunArguments) -> TaskData:
         raise NotImplementedError
 
-    def prepare(self, argv: list[str]) -> Prepared:
-        args = self.parse(argv)
-        quantization_config(args.model)
-        check_packages(args.training)
+    def read(self, args: RunArguments) -> Prepared:
         data = self.read_data(args)
         labels, length = self.label_space(args), args.data.max_seq_length
         model_path = resolve_model_path(args.model.model_name_or_path)
@@ -120,7 +115,6 @@ class SequenceClassificationTask(Task):
             longest = longest_encoding(data, tokenizer, length)
             check_context(config, {f"max_seq_length (examples of {longest} tokens)": longest})
         check_best_metric(args.training, evaluated_metrics(labels, list(data.evals)))
-        args.training.fill_default_output_dir(args.model.model_name_or_path, self.run_name(args))
         return Prepared(args, model_path, tokenizer, data, {"labels": labels})
 
     def load_model(self, prepared: Prepared) -> nn.Module:
@@ -145,7 +139,8 @@ class SequenceClassificationTask(Task):
         return trainer_metrics_fn(prepared.extra["labels"])
 
     def best_metric(self, prepared: Prepared) -> tuple[str, bool]:
-        return prepared.extra["labels"].primary_metric, True
+        labels = prepared.extra["labels"]
+        return labels.primary_metric, getattr(labels, "higher_is_better", True)
 
     def data_record(self, prepared: Prepared) -> dict:
         data = prepared.data

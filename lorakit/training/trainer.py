@@ -67,7 +67,8 @@ class LoraTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "weight_decay")}
         groups = self.args.loraplus_groups(opt_model)
-        self.optimizer = optimizer_from_groups(optimizer_cls, groups, lr=self.args.learning_rate, **kwargs)
+        lr = self.args.learning_rate
+        self.optimizer = optimizer_from_groups(optimizer_cls, groups, model=opt_model, lr=lr, **kwargs)
         logger.info(
             "LoRA+ optimizer groups (ratio %g):\n%s", ratio, describe_param_groups(self.optimizer.param_groups)
         )

@@ -12,18 +12,17 @@ from lorakit.models.loading import (
     load_causal_lm,
     load_config,
     load_tokenizer,
-    quantization_config,
     resolve_model_path,
 )
 from lorakit.models.lora import check_lora_shapes
 from lorakit.packing.layers import unpacked
-from lorakit.tasks.base import Prepared, Task
+from lorakit.tasks.base import Prepared, RunArguments, Task
 from lorakit.tasks.lm.arguments import LmLoraArguments, LmModelArguments, LmTrainArguments
 from lorakit.tasks.lm.data import LmDataArguments, load_lm_data
 from lorakit.tasks.lm.encoding import encode_task
 from lorakit.tasks.lm.evaluation import PerplexityCallback, evaluate_task
 from lorakit.tasks.lm.packed import PackedCausalLM, as_prepared, heldout_losses
-from lorakit.training.arguments import check_best_metric, check_packages
+from lorakit.training.arguments import check_best_metric
 
 
 class LanguageModelling(Task):
@@ -33,10 +32,7 @@ class LanguageModelling(Task):
     argument_types = (LmModelArguments, LmLoraArguments, LmDataArguments, LmTrainArguments)
     sweep_metric, sweep_higher_is_better = "perplexity", False
 
-    def prepare(self, argv: list[str]) -> Prepared:
-        args = self.parse(argv)
-        quantization_config(args.model)
-        check_packages(args.training)
+    def read(self, args: RunArguments) -> Prepared:
         data = load_lm_data(args.data)
         model_path = resolve_model_path(args.model.model_name_or_path)
         config = load_config(model_path, args.model)
@@ -50,7 +46,6 @@ class LanguageModelling(Task):
             raise ConfigError(
                 f"eval_strategy: task {args.data.task_name} has no held-out text to evaluate during training"
             )
-        args.training.fill_default_output_dir(args.model.model_name_or_path, self.run_name(args))
         return Prepared(args, model_path, tokenizer, data, {"encoded": encoded})
 
     def load_model(self, prepared: Prepared):
