@@ -1,6 +1,7 @@
 """Command lines and `--config file.yaml` into argument dataclasses (the file gives defaults, flags win), with every
 error a one-line ConfigError: a bad type, an unknown key or flag, a malformed YAML file."""
 
+import argparse
 import copy
 import dataclasses
 import types
@@ -88,3 +89,10 @@ class OneLineParser(HfArgumentParser):
             spec = copy.copy(spec)
             spec.metadata = types.MappingProxyType({k: v for k, v in spec.metadata.items() if k != "rule"})
         HfArgumentParser._parse_dataclass_field(parser, spec)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for a tool's command line, its errors a ConfigError (one line) rather than the usage text."""
+
+    def error(self, message: str):
+        raise ConfigError(message)

@@ -126,7 +126,8 @@ TRAINER_SETTINGS = (  # the Trainer's own fields that change what a run computes
 )  # fmt: skip
 RUN_ONLY = (  # where a run writes, logs, evaluates and saves: free to change between attempts
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "cache_dir", "per_device_eval_batch_size",
-    "eval_strategy", "save_strategy", "logging_steps", "logging_nan_inf_filter",
+    "eval_strategy", "save_strategy", "logging_steps", "logging_nan_inf_filter", "lora_diagnostics_steps",
+    "lora_diagnostics_tokens",
 )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
+from lorakit.dynamics.callback import Member, add_diagnostics
 from lorakit.packing.probe import longest, probe_args
 from lorakit.packing.results import PackResults, train_pack
 from lorakit.packing.trainer import PackedTrainer, check_packable, initial_states, pack_for_training
@@ -90,6 +91,8 @@ def run_pack(task: Task | str, argvs: list[list[str]], pack_dir: str | None = No
         eval_dataset=next(iter(evals.values()), None),  # the Trainer asks for one; `evaluate` scores them all
         on_divergence=results.on_divergence, evaluate_fn=evaluate,
     )  # fmt: skip
+    members = [Member(k, Path(a.training.output_dir), f"diag/{k}/") for k, a in enumerate(arguments)]
+    add_diagnostics(trainer, arguments[0].training, members)
 
     def final_metrics() -> dict[int, dict]:
         return task.final_pack_metrics(trainer, model, results, evaluate, prepared)

@@ -2,10 +2,12 @@
 add LoRA with the init scheme, train with the records kept current, evaluate, save the adapter."""
 
 import logging
+from pathlib import Path
 
 from transformers import set_seed
 
 from lorakit.core.run_folder import prepare_run_folder, run_settings
+from lorakit.dynamics.callback import Member, add_diagnostics
 from lorakit.models.lora import add_lora, trainable_summary
 from lorakit.tasks.base import Prepared, RunArguments, Task
 from lorakit.training.command import run_command
@@ -71,6 +73,7 @@ def train_recorded(task: Task, prepared: Prepared, recorder: RunRecorder) -> int
         compute_metrics=task.compute_metrics(prepared),
         callbacks=[*task.callbacks(prepared), monitor],
     )
+    add_diagnostics(trainer, args.training, [Member(None, Path(args.training.output_dir))])
     final = train_and_finish(trainer, recorder, monitor, lambda: task.final_metrics(trainer, recorder, prepared))
     if final is not None:
         print(f"done: {task.summary(recorder.state, prepared)} -> {args.training.output_dir}")

@@ -22,7 +22,7 @@ import sys
 
 from lorakit.core.atomic import write_json_atomic
 from lorakit.core.errors import ConfigError, one_line
-from lorakit.core.parsing import OneLineParser
+from lorakit.core.parsing import CommandParser
 from lorakit.core.run_folder import writable_dir
 from lorakit.sweeps.autopack import AutoPack
 from lorakit.sweeps.local import dry_run, run_local, slots
@@ -32,12 +32,6 @@ from lorakit.sweeps.spec import check_pack, fixed_values, load_sweep, validate
 from lorakit.sweeps.store import point_status, status_table, write_results
 from lorakit.sweeps.worker import read_attempts
 from lorakit.training.command import report as report_error
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with its errors a ConfigError (one line) rather than the usage text."""
-
-    error = OneLineParser.error
 
 
 def positive_int(text: str) -> int:
@@ -57,7 +51,7 @@ def positive_number(text: str) -> float:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = Parser(prog="python -m lorakit.sweeps", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="python -m lorakit.sweeps", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["run", "status", "report"])
     parser.add_argument("sweep", help="the sweep YAML file")
     parser.add_argument(

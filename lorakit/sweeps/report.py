@@ -7,6 +7,10 @@
 - ``metric_vs_lr.png``: metric against learning rate (log x), one curve per init with ±1 std error bars, one panel per
   task; learning rates where a run diverged or failed are marked ×.
 - ``ratio_lr_heatmap.png`` (when the sweep has several LoRA+ ratios): mean metric over ratio × lr, one panel per init.
+- ``dynamics.csv`` and ``dynamics_vs_lr.png`` (when the runs measured their dynamics, --lora_diagnostics_steps): per
+  task × init × lr × ratio, the mean over seeds of the last measured step's RMS Z_A, Z_B, δ¹, δ² (and the rest of
+  the diagnostics), and those four against learning rate, one curve per init: the paper's norm figure, for the
+  sweep's model.
 """
 
 from pathlib import Path
@@ -20,6 +24,7 @@ import pandas as pd  # noqa: E402
 
 from lorakit.core.atomic import write_csv_atomic  # noqa: E402
 from lorakit.core.errors import ConfigError  # noqa: E402
+from lorakit.dynamics.figures import plot_final_vs_lr  # noqa: E402
 
 INIT, LR, RATIO, TASK = "lora_init", "learning_rate", "loraplus_lr_ratio", "task_name"
 COLOURS = {"A": "tab:blue", "B": "tab:orange"}
@@ -160,4 +165,21 @@ def write_report(
     if summary[RATIO].nunique() > 1:
         paths["ratio_lr_heatmap"] = output_root / "ratio_lr_heatmap.png"
         plot_ratio_heatmap(summary, metric, paths["ratio_lr_heatmap"])
+    return paths | write_dynamics(results, output_root)
+
+
+def write_dynamics(results: pd.DataFrame, output_root: Path) -> dict:
+    """``dynamics.csv`` and ``dynamics_vs_lr.png`` (see the module docstring), when any run has diagnostics."""
+    columns = [c for c in results if c.startswith("diag_")]
+    measured = results.dropna(subset=["diag_rms_z_a"]) if "diag_rms_z_a" in results else results.iloc[:0]
+    if not len(measured):
+        return {}
+    for task, part in measured.groupby(TASK):
+        steps = part["diag_step"].unique()
+        if len(steps) > 1:  # runs cut short (diverged) measured last at another step
+            print(f"report: {task}: the last measured steps differ across runs ({sorted(steps)})")
+    table = measured.groupby([TASK, INIT, LR, RATIO])[columns].mean().reset_index()
+    paths = {"dynamics": output_root / "dynamics.csv", "dynamics_vs_lr": output_root / "dynamics_vs_lr.png"}
+    write_csv_atomic(table, paths["dynamics"])
+    plot_final_vs_lr(measured.assign(**{INIT: measured[INIT].astype(str)}), paths["dynamics_vs_lr"], INIT, LR, TASK)
     return paths

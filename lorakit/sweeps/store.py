@@ -4,8 +4,9 @@ A point is ``done`` or ``diverged`` (its metrics.json says so), ``failed`` (its 
 being interrupted), ``running`` (a live worker holds its lock), ``interrupted`` (started, then stopped or killed:
 the next ``run`` resumes it), ``damaged`` (its metrics.json or attempts.json does not parse: reported, never run,
 never breaking the other points), or ``pending``. ``results.csv`` has one row per finished point (done, diverged,
-failed): its grid values, status, final and best metrics, wall time, exit code and error; it is rebuilt from the run
-directories and written atomically, so it can never hold a row twice.
+failed): its grid values, status, final and best metrics, wall time, exit code and error, and (for runs with
+--lora_diagnostics_steps) the last measured step's mean diagnostics; it is rebuilt from the run directories and
+written atomically, so it can never hold a row twice.
 """
 
 from pathlib import Path
@@ -14,6 +15,7 @@ import pandas as pd
 
 from lorakit.core.atomic import write_csv_atomic, write_json_atomic
 from lorakit.core.run_folder import read_json_file
+from lorakit.dynamics.callback import SUMMARY, read_rows
 from lorakit.sweeps.spec import Point, Sweep, describe
 from lorakit.sweeps.worker import Damaged, finished, is_locked, read_attempts, read_lock
 
@@ -79,7 +81,16 @@ def result_row(point: Point, status: str) -> dict:
     row["error"] = error[-1] if status == "failed" and error else ""
     row["attempts"] = len(attempts)
     row["run_dir"] = str(point.run_dir)
-    return row
+    return row | final_diagnostics(point.run_dir)
+
+
+def final_diagnostics(run_dir: Path) -> dict:
+    """The last row of a run's diagnostics summary (--lora_diagnostics_steps) as ``diag_<quantity>`` columns, with
+    its step as ``diag_step``; none for a run without diagnostics."""
+    rows = read_rows(run_dir, SUMMARY)
+    if not rows:
+        return {}
+    return {f"diag_{k}": v for k, v in rows[-1].items() if k != "layers"}
 
 
 def statuses(points: list[Point]) -> dict[str, str]:

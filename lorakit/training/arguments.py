@@ -121,6 +121,23 @@ class TrainArguments(LoraTrainingArguments):
         default=1.0,
         metadata={"help": "Random factor's std multiplier: variance = scale² / (3·fan_in).", "rule": POSITIVE},
     )
+    lora_diagnostics_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Measure the LoRA dynamics at step 1 and every N steps (RMS of Z_A = A·x and of its initial and "
+            "update parts, of Z_B, of the feature update's parts δ¹ δ² δ³; the factors' norms and movement) into "
+            "diagnostics.jsonl and the Trainer's log. Off by default.",
+            "rule": Range(low=1, integer=True, optional=True),
+        },
+    )
+    lora_diagnostics_tokens: int = field(
+        default=512,
+        metadata={
+            "help": "Input rows (token positions) per layer a diagnostic step measures: the step's first ones, kept "
+            "on the layer's device (memory: tokens × the layers' summed fan-in).",
+            "rule": POSITIVE_INT,
+        },
+    )
     divergence_loss_threshold: float = field(
         default=100.0,
         metadata={
