@@ -4,11 +4,13 @@ Init[B], in a single run and for each member of a pack; measuring changes no ada
 reaches TensorBoard; a resumed run measures each step once; a bad interval is a one-line error."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from peft.tuners.lora import LoraLayer
@@ -16,8 +18,11 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 import run_glue
+from lorakit.dynamics import __main__ as dynamics_cli
 from lorakit.packing.layers import PackedLoraLinear
 from lorakit.runs.pack import run_pack
+from lorakit.sweeps.report import write_report
+from lorakit.sweeps.store import final_diagnostics
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--task_name", "sst2", "--max_steps", "4", "--per_device_train_batch_size", "8", "--logging_steps", "1"]
@@ -168,6 +173,15 @@ def test_each_quantity_of_each_member_of_a_pack_equals_the_formula(
         check_rows(tmp_path / f"m{index}", made[0], index, [1, 3])
 
 
+def test_a_pack_member_that_diverged_is_no_longer_measured(no_dropout_bert, tiny_glue_dir, tmp_path):
+    members = [argv(no_dropout_bert, tiny_glue_dir, tmp_path / f"m{i}", "A", lr) for i, lr in enumerate([1e-3, 1e6])]
+    assert run_pack("glue", [[*m, "--lora_diagnostics_steps", "1"] for m in members], str(tmp_path / "pack")) == 0
+    wild = json.loads((tmp_path / "m1" / "metrics.json").read_text())
+    assert wild["status"] == "diverged"
+    assert [r["step"] for r in rows(tmp_path / "m0", "diagnostics_summary.jsonl")] == [1, 2, 3, 4]
+    assert max(r["step"] for r in rows(tmp_path / "m1", "diagnostics_summary.jsonl")) <= wild["diverged_at_step"]
+
+
 def logged_losses(folder: Path) -> list[float]:
     state = json.loads(next(folder.glob("checkpoint-*/trainer_state.json")).read_text())
     return [row["loss"] for row in state["log_history"] if "loss" in row]
@@ -175,8 +189,9 @@ def logged_losses(folder: Path) -> list[float]:
 
 def test_measuring_changes_no_adapter_and_no_logged_loss(no_dropout_bert, tiny_glue_dir, tmp_path):
     seen = {}
-    for measured in (False, True):
-        extra = ["--save_strategy", "steps", "--save_steps", "4", *(["--lora_diagnostics_steps", "1"] * measured)]
+    for measured in (False, True):  # LoRA dropout on: a random number drawn by measuring would change the masks
+        extra = ["--save_strategy", "steps", "--save_steps", "4", "--lora_dropout", "0.1"]
+        extra += ["--lora_diagnostics_steps", "1"] * measured
         single, pack = tmp_path / f"single_{measured}", tmp_path / f"pack_{measured}"
         assert run_glue.main(argv(no_dropout_bert, tiny_glue_dir, single, "B", 5e-3, *extra)) == 0
         folders = [tmp_path / f"member{i}_{measured}" for i in range(2)]
@@ -191,6 +206,44 @@ def test_measuring_changes_no_adapter_and_no_logged_loss(no_dropout_bert, tiny_g
     assert on_losses == off_losses and [len(losses) for losses in on_losses] == [4, 4]  # bit for bit
     for off, on in zip(off_adapters, on_adapters, strict=True):
         assert off.keys() == on.keys() and all(torch.equal(off[k], on[k]) for k in off)
+
+
+def test_accumulated_and_checkpointed_micro_batches_measure_what_one_batch_measures(
+    no_dropout_bert, tiny_glue_dir, tmp_path
+):
+    """Every example has the same length here, so the 8 sequences of one batch and of two accumulated micro-batches
+    of 4 give the same input rows; gradient checkpointing's second forward must not add rows."""
+    measured = ["--lora_diagnostics_steps", "2"]
+    assert run_glue.main(argv(no_dropout_bert, tiny_glue_dir, tmp_path / "one", "B", 5e-3, *measured)) == 0
+    split = ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2"]
+    split += ["--gradient_checkpointing", "true"]
+    assert run_glue.main(argv(no_dropout_bert, tiny_glue_dir, tmp_path / "split", "B", 5e-3, *measured, *split)) == 0
+    one, two = rows(tmp_path / "one"), rows(tmp_path / "split")
+    assert [(r["step"], r["layer"], r["tokens"]) for r in two] == [(r["step"], r["layer"], r["tokens"]) for r in one]
+    assert {r["step"] for r in one} == {1, 2, 4} and one[0]["tokens"] == 8 * 7  # 5 words, [CLS] and [SEP]
+    for mine, theirs in zip(two, one, strict=True):
+        assert [mine[q] for q in QUANTITIES] == pytest.approx([theirs[q] for q in QUANTITIES], rel=1e-4, abs=1e-9)
+
+
+def test_a_resume_without_diagnostics_drops_the_rows_past_its_checkpoint(no_dropout_bert, tiny_glue_dir, tmp_path):
+    settings = argv(no_dropout_bert, tiny_glue_dir, tmp_path, "A", 5e-3, "--save_strategy", "steps")
+    settings += ["--save_steps", "2", "--max_steps", "4"]
+    assert run_glue.main([*settings, "--lora_diagnostics_steps", "1"]) == 0
+    (tmp_path / "metrics.json").write_text(
+        json.dumps({**json.loads((tmp_path / "metrics.json").read_text()), "status": "interrupted"})
+    )
+    shutil.rmtree(tmp_path / "checkpoint-4")
+    assert run_glue.main(settings) == 0  # resumes from step 2, measuring nothing
+    assert [r["step"] for r in rows(tmp_path, "diagnostics_summary.jsonl")] == [1, 2]
+    assert {r["step"] for r in rows(tmp_path)} == {1, 2}
+
+
+def test_diagnostics_under_a_sharding_engine_are_a_one_line_error(tmp_path):
+    command = [sys.executable, "run_glue.py", "--lora_diagnostics_steps", "5", "--output_dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ,
+                          "ACCELERATE_USE_FSDP": "true"})  # fmt: skip
+    assert done.returncode == 2 and "lora_diagnostics_steps" in done.stderr and "FSDP" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_the_summary_reaches_tensorboard(no_dropout_bert, tiny_glue_dir, tmp_path):
@@ -226,3 +279,52 @@ def test_a_diagnostic_interval_that_is_not_a_positive_integer_is_a_one_line_erro
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "lora_diagnostics_steps" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def write_summary(folder: Path, init: str, lr: float, values: list[float]) -> Path:
+    """A run folder as a run with diagnostics leaves it: its config and one summary row per measured step."""
+    folder.mkdir(parents=True)
+    (folder / "run_config.json").write_text(json.dumps({"training": {"lora_init": init, "learning_rate": lr}}))
+    rows = [{"step": 10 * i + 1, "layers": 2, **dict.fromkeys(QUANTITIES, v)} for i, v in enumerate(values)]
+    (folder / "diagnostics_summary.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_a_sweep_row_carries_the_last_measured_step(tmp_path):
+    folder = write_summary(tmp_path / "run", "A", 1e-3, [0.5, 0.25])
+    final = final_diagnostics(folder)
+    assert final["diag_step"] == 11 and final["diag_rms_z_a"] == 0.25 and "diag_layers" not in final
+    assert final_diagnostics(tmp_path / "elsewhere") == {}
+
+
+def test_the_sweep_report_draws_final_dynamics_against_lr_per_init(tmp_path):
+    rows = []
+    for init, lr, seed in [(i, lr, s) for i in "AB" for lr in (1e-3, 1e-2) for s in (0, 1)]:
+        value = (2.0 if init == "A" else 1.0) * lr * (1 + seed)
+        rows.append({"run_id": f"{init}{lr}{seed}", "lora_init": init, "learning_rate": lr, "seed": seed,
+                     "status": "done", "final_eval_accuracy": 0.8, "diag_step": 63,
+                     **{f"diag_{q}": value for q in QUANTITIES}})  # fmt: skip
+    rows.append({"run_id": "B0.1", "lora_init": "B", "learning_rate": 0.1, "seed": 0, "status": "diverged"})
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    paths = write_report(tmp_path, "eval_accuracy", True, {"task_name": "sst2"})
+    table = pd.read_csv(paths["dynamics"]).set_index(["lora_init", "learning_rate"])
+    assert len(table) == 4  # the diverged run measured nothing
+    assert table.loc[("A", 1e-2), "diag_rms_z_a"] == pytest.approx(2.0 * 1e-2 * 1.5)
+    assert table.loc[("B", 1e-3), "diag_rms_delta2"] == pytest.approx(1e-3 * 1.5)
+    assert paths["dynamics_vs_lr"].stat().st_size > 10_000
+    (tmp_path / "plain").mkdir()
+    pd.DataFrame(rows).drop(columns=[c for c in rows[0] if c.startswith("diag_")]).to_csv(
+        tmp_path / "plain" / "results.csv", index=False
+    )
+    assert "dynamics" not in write_report(tmp_path / "plain", "eval_accuracy", True, {"task_name": "sst2"})
+
+
+def test_the_plot_command_draws_runs_and_names_a_folder_without_diagnostics(tmp_path, capsys):
+    runs = [write_summary(tmp_path / f"run{i}", i, 1e-3, [0.1, 0.2, 0.4]) for i in "AB"]
+    figure = tmp_path / "dynamics.png"
+    assert dynamics_cli.main(["plot", *map(str, runs), "--out", str(figure)]) == 0
+    assert figure.stat().st_size > 10_000
+    (tmp_path / "bare").mkdir()
+    assert dynamics_cli.main(["plot", str(runs[0]), str(tmp_path / "bare"), "--out", str(figure)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bare" in err and "--lora_diagnostics_steps" in err

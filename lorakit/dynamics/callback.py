@@ -5,8 +5,10 @@ its factors before the optimizer step; after it, it computes `lorakit.dynamics.m
 layer of every adapter against the factors of the run's start (taken when the callback is built, before any
 checkpoint loads, so a resumed run measures from its true initialization). Each adapter's rows go to its run folder:
 `diagnostics.jsonl` (one row per step × layer) and `diagnostics_summary.jsonl` (one row per step, the mean over
-layers), appended and flushed at once; the summary also goes to the Trainer's log (`diag/<quantity>`, in a pack
-`diag/<k>/<quantity>`), so `report_to` loggers plot it. A resumed run first drops rows after the step it resumes from.
+layers), appended and handed to the OS at once; the summary's RMS values also go to the Trainer's log
+(`diag/<quantity>`, in a pack `diag/<k>/<quantity>`), so `report_to` loggers plot them. A pack member that diverged
+(frozen) is no longer measured. A resumed run first drops rows after the step it resumes from, with or without
+diagnostics (`KeepRowsUpToStart`), so a folder never holds rows of steps its run has not (re)taken.
 
 Measuring changes nothing the run computes: no random number is drawn, the hooks only copy detached inputs, the
 factors are copied under no_grad, and no gradient is read or written.
@@ -40,12 +42,26 @@ def is_diagnostic(step: int, every: int) -> bool:
     return step == 1 or step % every == 0
 
 
-class DynamicsCallback(TrainerCallback):
+class KeepRowsUpToStart(TrainerCallback):
+    """At the start of training, drops each member's rows after the step training starts from."""
+
+    def __init__(self, members: list[Member]):
+        self.members = members
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.process_index == 0:
+            for member in self.members:
+                keep_rows_up_to(Path(member.folder), state.global_step)
+        return control
+
+
+class DynamicsCallback(KeepRowsUpToStart):
     """Diagnostics of `model`'s LoRA layers every `every` steps for each of `members` (see the module docstring).
     `attach(trainer)` lets it hand its summaries to the Trainer's log."""
 
     def __init__(self, model, every: int, members: list[Member], tokens: int = 512):
-        self.every, self.members, self.trainer = every, members, None
+        super().__init__(members)
+        self.every, self.trainer = every, None
         self.layers = lora_layers(model)
         missing = [m.index for m in members if m.index not in self.layers]
         if missing:
@@ -58,12 +74,6 @@ class DynamicsCallback(TrainerCallback):
         self.trainer = trainer
         return self
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if args.process_index == 0:
-            for member in self.members:
-                keep_rows_up_to(Path(member.folder), state.global_step)
-        return control
-
     def on_step_begin(self, args, state, control, **kwargs):
         if is_diagnostic(state.global_step + 1, self.every):
             with torch.no_grad():
@@ -75,8 +85,10 @@ class DynamicsCallback(TrainerCallback):
         if self.before is None:
             return control
         inputs, before, self.before = self.capture.close(), self.before, None
-        logs = {}
+        logs, live = {}, getattr(kwargs.get("model"), "live", None)  # a pack's members that have not diverged
         for member in self.members:
+            if live is not None and member.index not in live:
+                continue
             rows = self.member_rows(member, inputs, before[member.index], state.global_step)
             mean = {"step": state.global_step, "layers": len(rows), **summary(rows)}
             if args.process_index == 0 and rows:
@@ -105,7 +117,8 @@ class DynamicsCallback(TrainerCallback):
 
 
 def append_jsonl(path: Path, rows: list[dict]) -> None:
-    """Rows appended as JSON lines, flushed to disk before returning (a killed run keeps every step it measured)."""
+    """Rows appended as JSON lines and flushed to the OS before returning (a killed run keeps every step it
+    measured)."""
     with open(path, "a") as handle:
         handle.write("".join(json.dumps(row) + "\n" for row in rows))
         handle.flush()
@@ -147,6 +160,8 @@ def add_diagnostics(trainer, training, members: list[Member]) -> DynamicsCallbac
     arguments ask for it (`lora_diagnostics_steps`), else None."""
     every = getattr(training, "lora_diagnostics_steps", None)
     if not every:
+        if any((Path(m.folder) / name).exists() for m in members for name in (ROWS, SUMMARY)):
+            trainer.add_callback(KeepRowsUpToStart(members))  # drops an earlier attempt's rows past the resumed step
         return None
     tokens = getattr(training, "lora_diagnostics_tokens", 512)
     callback = DynamicsCallback(trainer.model, every, members, tokens).attach(trainer)

@@ -2,8 +2,8 @@
 run folders' `diagnostics_summary.jsonl` (`python -m lorakit.dynamics plot RUN… --out FILE`), and their final values
 against learning rate, one curve per init (`plot_final_vs_lr`, in a sweep's report).
 
-A quantity that is exactly 0 at a step (δ¹ at step 1 under Init[A], where B = 0; A_0·x under Init[B]) has no place on
-a log axis and is left out of its line.
+A quantity that is exactly 0 at a step (δ¹ at step 1 under Init[A], where B = 0) has no place on a log axis and is
+left out of its line.
 """
 
 import json
@@ -22,8 +22,8 @@ from lorakit.dynamics.callback import SUMMARY, read_rows  # noqa: E402
 PANELS = {  # quantity → its title
     "rms_z_a": "RMS $Z_A = A x$",
     "rms_z_b": r"RMS $Z_B = \frac{\alpha}{r} B A x$",
-    "rms_delta1": r"RMS $\delta^1$ (A's update through B)",
-    "rms_delta2": r"RMS $\delta^2$ (B's own update)",
+    "rms_delta1": "RMS $\\delta^1$\n(A's update seen through B)",
+    "rms_delta2": "RMS $\\delta^2$\n(B's own update)",
 }
 COLOURS = {"A": "tab:blue", "B": "tab:orange"}
 
@@ -79,20 +79,25 @@ def plot_runs(folders: list[Path], path: Path) -> Path:
     return path
 
 
-def plot_final_vs_lr(frame: pd.DataFrame, path: Path, init="lora_init", lr="learning_rate", task=None) -> Path:
+def plot_final_vs_lr(frame: pd.DataFrame, path: Path, curves=("lora_init",), lr="learning_rate", task=None) -> Path:
     """The final-step value of each quantity (columns ``diag_<quantity>``, one row per run) against learning rate
-    (log–log), the mean over the runs of each init × lr, one curve per init; one row of panels per `task` value."""
+    (log–log), the mean over the runs of each curve × lr, one curve per value of the `curves` columns (the init
+    first, then, say, the LoRA+ ratio); one row of panels per `task` value."""
     groups = list(frame.groupby(task)) if task else [("", frame)]
     fig, axes = plt.subplots(len(groups), len(PANELS), figsize=(4.0 * len(PANELS), 3.3 * len(groups)), squeeze=False)
     for row, (name, part) in zip(axes, groups, strict=True):
         for ax, (quantity, title) in zip(row, PANELS.items(), strict=True):
-            for scheme, runs in part.groupby(init):
+            for number, (key, runs) in enumerate(part.groupby(list(curves))):
                 means = runs.groupby(lr)[f"diag_{quantity}"].mean().sort_index()
-                ax.plot(means.index, positive(means.values), marker="o", ms=4, label=f"Init[{scheme}]",
-                        color=COLOURS.get(str(scheme)))  # fmt: skip
-            ax.set(xscale="log", yscale="log", xlabel="learning rate", title=f"{name}: final {title}".lstrip(": "))
+                extra = zip(curves[1:], key[1:], strict=True)  # "loraplus_lr_ratio" → "ratio 4"
+                label = f"Init[{key[0]}]" + "".join(f" {name.rsplit('_', 1)[-1]} {value:g}" for name, value in extra)
+                ax.plot(means.index, positive(means.values), marker="o", ms=4, label=label,
+                        color=COLOURS.get(str(key[0])) if len(curves) == 1 else f"C{number}")  # fmt: skip
+            ax.set(xscale="log", yscale="log", xlabel="learning rate", title=title)
             ax.grid(alpha=0.3, which="both")
         row[0].legend(fontsize=8)
+        row[0].set_ylabel(f"{name}: RMS" if name else "RMS")
+    fig.suptitle("At each run's last measured step (mean over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)

@@ -101,8 +101,8 @@ class InputCapture:
             self.handles.append(module.register_forward_pre_hook(self._hook(key), with_kwargs=True))
 
     def _hook(self, key: int):
-        def keep(module, args, kwargs):
-            x = args[0] if args else kwargs.get("x")
+        def keep(module, positional, kwargs):
+            x = positional[0] if positional else kwargs.get("x")
             if x is None or in_backward():  # gradient checkpointing's second forward: the same inputs again
                 return None
             with torch.no_grad():

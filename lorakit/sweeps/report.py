@@ -8,9 +8,9 @@
   task; learning rates where a run diverged or failed are marked ×.
 - ``ratio_lr_heatmap.png`` (when the sweep has several LoRA+ ratios): mean metric over ratio × lr, one panel per init.
 - ``dynamics.csv`` and ``dynamics_vs_lr.png`` (when the runs measured their dynamics, --lora_diagnostics_steps): per
-  task × init × lr × ratio, the mean over seeds of the last measured step's RMS Z_A, Z_B, δ¹, δ² (and the rest of
-  the diagnostics), and those four against learning rate, one curve per init: the paper's norm figure, for the
-  sweep's model.
+  task × init × lr × ratio, the mean over the seeds that finished (status done) of the last measured step's RMS Z_A,
+  Z_B, δ¹, δ² (and the rest of the diagnostics), and those four against learning rate, one curve per init (and
+  LoRA+ ratio, when the sweep has several): the paper's norm figure, for the sweep's model.
 """
 
 from pathlib import Path
@@ -172,6 +172,8 @@ def write_dynamics(results: pd.DataFrame, output_root: Path) -> dict:
     """``dynamics.csv`` and ``dynamics_vs_lr.png`` (see the module docstring), when any run has diagnostics."""
     columns = [c for c in results if c.startswith("diag_")]
     measured = results.dropna(subset=["diag_rms_z_a"]) if "diag_rms_z_a" in results else results.iloc[:0]
+    if "status" in measured:  # a diverged or failed run's last measurement is from another step: not comparable
+        measured = measured[measured["status"] == "done"]
     if not len(measured):
         return {}
     for task, part in measured.groupby(TASK):
@@ -181,5 +183,6 @@ def write_dynamics(results: pd.DataFrame, output_root: Path) -> dict:
     table = measured.groupby([TASK, INIT, LR, RATIO])[columns].mean().reset_index()
     paths = {"dynamics": output_root / "dynamics.csv", "dynamics_vs_lr": output_root / "dynamics_vs_lr.png"}
     write_csv_atomic(table, paths["dynamics"])
-    plot_final_vs_lr(measured.assign(**{INIT: measured[INIT].astype(str)}), paths["dynamics_vs_lr"], INIT, LR, TASK)
+    curves = [INIT, RATIO] if measured[RATIO].nunique() > 1 else [INIT]
+    plot_final_vs_lr(measured.assign(**{INIT: measured[INIT].astype(str)}), paths["dynamics_vs_lr"], curves, LR, TASK)
     return paths

@@ -133,8 +133,9 @@ class TrainArguments(LoraTrainingArguments):
     lora_diagnostics_tokens: int = field(
         default=512,
         metadata={
-            "help": "Input rows (token positions) per layer a diagnostic step measures: the step's first ones, kept "
-            "on the layer's device (memory: tokens × the layers' summed fan-in).",
+            "help": "Input rows (token positions, padding included) per layer a diagnostic step measures: the "
+            "step's first ones, kept on the layer's device (memory: tokens × the layers' summed fan-in, × K in a "
+            "pack of K).",
             "rule": POSITIVE_INT,
         },
     )
@@ -207,9 +208,13 @@ class TrainArguments(LoraTrainingArguments):
         return InitSpec(self.lora_init, self.lora_init_distribution, self.lora_init_scale, self.seed)
 
 
+SHARDED = ("FSDP", "DEEPSPEED")  # accelerate launch's engines that shard parameters (ACCELERATE_USE_<engine>)
+
+
 def check_trainer_choices(args: TrainArguments) -> None:
-    """Trainer settings that would otherwise fail only once the model is loaded: the loggers and the scheduler's
-    keyword arguments (the optimizer's package is the runner's to check: `check_packages`)."""
+    """Trainer settings that would otherwise fail only once the model is loaded: the loggers, the scheduler's
+    keyword arguments and diagnostics under a sharding engine (the optimizer's package is the runner's to check:
+    `check_packages`)."""
     from transformers.integrations import get_reporting_integration_callbacks
 
     try:
@@ -218,6 +223,10 @@ def check_trainer_choices(args: TrainArguments) -> None:
         raise ConfigError(f"report_to: {one_line(err)}") from None
     if not isinstance(args.lr_scheduler_kwargs, dict | None):
         raise ConfigError(f"lr_scheduler_kwargs: must be a JSON object, got {args.lr_scheduler_kwargs!r}")
+    launched = [os.environ.get(f"ACCELERATE_USE_{kind}", "").lower() in ("1", "true") for kind in SHARDED]
+    if args.lora_diagnostics_steps and (args.fsdp or args.deepspeed or any(launched)):
+        raise ConfigError("lora_diagnostics_steps: not under FSDP or DeepSpeed, where each process holds a shard of A "
+                          "and B; measure a single-process or data-parallel run")  # fmt: skip
 
 
 def check_packages(train_args: TrainArguments) -> None:

@@ -1,0 +1,1 @@
+"""The width (coordinate) check of LoRA's dynamics on transformer architectures (`python -m lorakit.widthcheck`)."""
