@@ -179,7 +179,7 @@ def test_a_pack_member_that_diverged_is_no_longer_measured(no_dropout_bert, tiny
     wild = json.loads((tmp_path / "m1" / "metrics.json").read_text())
     assert wild["status"] == "diverged"
     assert [r["step"] for r in rows(tmp_path / "m0", "diagnostics_summary.jsonl")] == [1, 2, 3, 4]
-    assert max(r["step"] for r in rows(tmp_path / "m1", "diagnostics_summary.jsonl")) <= wild["diverged_at_step"]
+    assert max(r["step"] for r in rows(tmp_path / "m1", "diagnostics_summary.jsonl")) < wild["diverged_at_step"]
 
 
 def logged_losses(folder: Path) -> list[float]:
@@ -299,18 +299,19 @@ def test_a_sweep_row_carries_the_last_measured_step(tmp_path):
 
 def test_the_sweep_report_draws_final_dynamics_against_lr_per_init(tmp_path):
     rows = []
-    for init, lr, seed in [(i, lr, s) for i in "AB" for lr in (1e-3, 1e-2) for s in (0, 1)]:
-        value = (2.0 if init == "A" else 1.0) * lr * (1 + seed)
-        rows.append({"run_id": f"{init}{lr}{seed}", "lora_init": init, "learning_rate": lr, "seed": seed,
-                     "status": "done", "final_eval_accuracy": 0.8, "diag_step": 63,
+    for init, lr, ratio, seed in [(i, lr, r, s) for i in "AB" for lr in (1e-3, 1e-2) for r in (1, 4) for s in (0, 1)]:
+        value = (2.0 if init == "A" else 1.0) * lr * ratio * (1 + seed)
+        rows.append({"run_id": f"{init}{lr}{ratio}{seed}", "lora_init": init, "learning_rate": lr, "seed": seed,
+                     "loraplus_lr_ratio": ratio, "status": "done", "final_eval_accuracy": 0.8, "diag_step": 63,
                      **{f"diag_{q}": value for q in QUANTITIES}})  # fmt: skip
-    rows.append({"run_id": "B0.1", "lora_init": "B", "learning_rate": 0.1, "seed": 0, "status": "diverged"})
+    diverged = {"run_id": "B0.1", "learning_rate": 0.1, "status": "diverged", "diag_step": 2}  # measured until then
+    rows.append({**rows[-1], **diverged, **{f"diag_{q}": 1e3 for q in QUANTITIES}})
     pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
     paths = write_report(tmp_path, "eval_accuracy", True, {"task_name": "sst2"})
-    table = pd.read_csv(paths["dynamics"]).set_index(["lora_init", "learning_rate"])
-    assert len(table) == 4  # the diverged run measured nothing
-    assert table.loc[("A", 1e-2), "diag_rms_z_a"] == pytest.approx(2.0 * 1e-2 * 1.5)
-    assert table.loc[("B", 1e-3), "diag_rms_delta2"] == pytest.approx(1e-3 * 1.5)
+    table = pd.read_csv(paths["dynamics"]).set_index(["lora_init", "learning_rate", "loraplus_lr_ratio"])
+    assert len(table) == 8  # init × lr × ratio; the diverged run's last measurement is of another step: left out
+    assert table.loc[("A", 1e-2, 4), "diag_rms_z_a"] == pytest.approx(2.0 * 1e-2 * 4 * 1.5)
+    assert table.loc[("B", 1e-3, 1), "diag_rms_delta2"] == pytest.approx(1e-3 * 1.5)
     assert paths["dynamics_vs_lr"].stat().st_size > 10_000
     (tmp_path / "plain").mkdir()
     pd.DataFrame(rows).drop(columns=[c for c in rows[0] if c.startswith("diag_")]).to_csv(

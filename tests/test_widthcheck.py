@@ -135,6 +135,19 @@ def test_a_reduced_check_writes_its_tables_and_figures_and_resumes(text_file, tm
     assert not pd.read_csv(folder / "results.csv").equals(results)
 
 
+def test_a_rerun_keeps_the_groups_it_shares_and_no_output_of_the_groups_it_drops(text_file, tmp_path, capsys):
+    argv = [*REDUCED, "--text", str(text_file), "--output_dir", str(tmp_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--archs", "bert", "--rank_sweep", "false"]) == 0
+    assert "resuming: 2 groups already finished" in capsys.readouterr().out  # bert at widths 64 and 128
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert set(results["arch"]) == {"bert"} and set(results["group"].str.split().str[0]) == {"width"}
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["widthcheck_bert.png"]
+    judged = pd.read_csv(tmp_path / "judged.csv")
+    assert not (tmp_path / "rank_exponents.csv").exists() and set(judged["arch"]) == {"bert"}
+
+
 @pytest.mark.parametrize(
     "argv, field",
     [

@@ -178,7 +178,7 @@ def write_dynamics(results: pd.DataFrame, output_root: Path) -> dict:
         return {}
     for task, part in measured.groupby(TASK):
         steps = part["diag_step"].unique()
-        if len(steps) > 1:  # runs cut short (diverged) measured last at another step
+        if len(steps) > 1:  # finished runs of other lengths (max_steps, epochs) in one sweep
             print(f"report: {task}: the last measured steps differ across runs ({sorted(steps)})")
     table = measured.groupby([TASK, INIT, LR, RATIO])[columns].mean().reset_index()
     paths = {"dynamics": output_root / "dynamics.csv", "dynamics_vs_lr": output_root / "dynamics_vs_lr.png"}

@@ -9,7 +9,8 @@ at η = c·n^-1/2 and c·n^-1 on one fixed batch of real text; every step measur
 --output_dir: results.csv (a row per setting × seed × step × layer), exponents.csv (against width, per step, the
 layer mean and each layer), judged.csv (the theory's table with pass/fail), crossover.csv, rank_exponents.csv,
 run_config.json and the figures widthcheck_<arch>.png and rank_<arch>.png; prints the tables and the wall time.
-Each finished group (architecture × width × seed) is kept in results.csv, so a rerun of a killed command resumes.
+Each finished group (architecture × width × seed) is kept in results.csv, so a rerun of a killed command resumes;
+a rerun with other settings reuses the groups whose numbers they do not change, and nothing else.
 """
 
 import sys
@@ -33,21 +34,43 @@ RESULTS = "results.csv"
 NAME = "python -m lorakit.widthcheck"
 
 
+FIGURES = ("widthcheck_*.png", "rank_*.png")
+TABLES = ("exponents.csv", "judged.csv", "crossover.csv", "rank_exponents.csv")
+KINDS = ("width", "rank")
+
+
 def settings(args: WidthCheckArguments, batches: dict) -> dict:
-    """What decides the measured numbers: the arguments that do and each architecture's batch (its digest)."""
-    return args.settings() | {"batches": {arch: batch.digest() for arch, batch in batches.items()}}
+    """What decides a group's numbers beyond its name: per kind of group, the arguments that do; per architecture,
+    its batch (a digest)."""
+    return {"kinds": {kind: args.settings(kind) for kind in KINDS},
+            "batches": {arch: batch.digest() for arch, batch in batches.items()}}  # fmt: skip
 
 
 def finished_rows(args: WidthCheckArguments, output_dir: Path, batches: dict) -> list[dict]:
-    """Rows of the groups an earlier run in `output_dir` finished with equal settings and batches (else none)."""
+    """Rows of this run's groups that an earlier run in `output_dir` finished with equal settings and batches."""
     previous = read_json_file(output_dir / "run_config.json")
-    if not (args.resume and isinstance(previous, dict) and previous.get("settings") == settings(args, batches)):
+    before = previous.get("settings") if isinstance(previous, dict) else None
+    if not (args.resume and isinstance(before, dict) and isinstance(before.get("kinds"), dict)):
         return []
+    now = settings(args, batches)
+    kinds = {kind for kind in KINDS if before["kinds"].get(kind) == now["kinds"][kind]}
+    archs = {arch for arch, digest in now["batches"].items() if before.get("batches", {}).get(arch) == digest}
     try:
         rows = pd.read_csv(output_dir / RESULTS).to_dict("records")
     except (OSError, ValueError, pd.errors.ParserError):
         return []
-    return rows if all("group" in row for row in rows) else []
+    wanted = {name for name, _, _ in groups(args)}
+    return [r for r in rows if r.get("group") in wanted and r["group"].split()[0] in kinds and r["arch"] in archs]
+
+
+def clear_outputs(output_dir: Path, rows: list[dict]) -> None:
+    """Leave only what this run stands behind: the kept rows, and no table or figure of an earlier run."""
+    if rows:
+        write_csv_atomic(pd.DataFrame(rows), output_dir / RESULTS)
+    else:
+        (output_dir / RESULTS).unlink(missing_ok=True)
+    for path in [*(output_dir / name for name in TABLES), *(p for g in FIGURES for p in output_dir.glob(g))]:
+        path.unlink(missing_ok=True)
 
 
 def groups(args: WidthCheckArguments) -> list[tuple[str, tuple, list]]:
@@ -157,8 +180,7 @@ def run(prepared) -> int:
     args, output_dir, batches = prepared
     start = time.perf_counter()
     rows = finished_rows(args, output_dir, batches)
-    if not rows:  # a table of other settings must not pass for this run's if it dies before a group ends
-        (output_dir / RESULTS).unlink(missing_ok=True)
+    clear_outputs(output_dir, rows)  # nothing of other settings may pass for this run's if it dies before the end
     sources = {arch: batch.source for arch, batch in batches.items()}
     extra = {"settings": settings(args, batches), "scaling": CONVENTIONS[args.convention], "batch_text": sources}
     write_json_atomic(output_dir / "run_config.json", resolved_config({"widthcheck": args}, extra))

@@ -14,6 +14,8 @@ CONVENTIONS = {  # α's convention → the LoRA scaling s it gives at rank r
 }
 LR_SCALINGS = {"n^-1/2": -0.5, "n^-1": -1.0}  # η = c · n^exponent
 RUN_ONLY = ("output_dir", "resume", "tolerance")  # settings that change no measured number
+NAMED = ("archs", "widths", "seeds", "first_seed", "rank_width", "rank_sweep")  # they pick groups, named by them
+ONLY_FOR = {"width": ("ranks",), "rank": ("rank",)}  # settings that one kind of group does not depend on
 
 
 @dataclass
@@ -80,9 +82,11 @@ class WidthCheckArguments:
             if self.ranks[-1] > self.rank_width:
                 raise ConfigError(f"ranks: {self.ranks[-1]} is larger than the rank sweep's width {self.rank_width}")
 
-    def settings(self) -> dict:
-        """Everything that decides the measured numbers: two runs may share finished groups iff these are equal."""
-        return {k: v for k, v in asdict(self).items() if k not in RUN_ONLY}
+    def settings(self, kind: str) -> dict:
+        """What decides the numbers of a group of `kind` ("width" or "rank") beyond its name (architecture, width,
+        seed): two runs may share a finished group iff these are equal."""
+        left_out = (*RUN_ONLY, *NAMED, *ONLY_FOR[kind])
+        return {k: v for k, v in asdict(self).items() if k not in left_out}
 
     def scaling(self, rank: int) -> float:
         """The LoRA scaling s at `rank` under the α convention."""

@@ -22,6 +22,8 @@ def shown_steps(steps: list[int], most: int = 8) -> list[int]:
         return steps
     picked = {steps[0], steps[1], steps[-1]}
     for target in np.geomspace(steps[0], steps[-1], most):
+        if len(picked) == most:
+            break
         picked.add(min(steps, key=lambda s, target=target: abs(np.log(s) - np.log(target))))
     return sorted(picked)
 
@@ -50,7 +52,7 @@ def plot_against(table: pd.DataFrame, x: str, path: Path, title: str) -> Path:
                 spread = 1.3 * max(1.0, np.sqrt(10 * low / high))  # at least a decade: a flat line must look flat
                 ax.set_ylim(low / spread, high * spread)
             else:
-                ax.text(0.5, 0.5, "0 at every point", ha="center", va="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, "no positive value (0 or NaN)", ha="center", va="center", transform=ax.transAxes)
             ax.set_xscale("log")
             ax.set_xticks(sorted(table[x].unique()), [str(v) for v in sorted(table[x].unique())], fontsize=7)
             ax.minorticks_off()

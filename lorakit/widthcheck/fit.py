@@ -110,10 +110,19 @@ def judge(exps: pd.DataFrame, tolerance: float, predictions: list[Prediction] = 
             rows.append({
                 "arch": arch, "scheme": f"Init[{p.scheme}]", "lr": f"∝ {p.lr_scaling}", "at": p.at,
                 "quantity": QUANTITIES[p.quantity], "predicted": p.exponent, "measured": worst,
-                "range": f"{np.nanmin(values):+.2f} … {np.nanmax(values):+.2f}" if len(values) > 1 else "",
+                "range": spread(values),
                 "result": ("pass" if within else "FAIL") if p.judged else "reported (a limit)",
             })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def spread(values: np.ndarray) -> str:
+    """ "min … max" of several exponents (NaN among them: said), else nothing."""
+    if len(values) < 2:
+        return ""
+    if np.isnan(values).any():
+        return "NaN at some step"
+    return f"{values.min():+.2f} … {values.max():+.2f}"
 
 
 def crossover(results: pd.DataFrame) -> pd.DataFrame:
