@@ -90,11 +90,12 @@ class DynamicsCallback(KeepRowsUpToStart):
             if live is not None and member.index not in live:
                 continue
             rows = self.member_rows(member, inputs, before[member.index], state.global_step)
-            mean = {"step": state.global_step, "layers": len(rows), **summary(rows)}
+            means = summary(rows)
             if args.process_index == 0 and rows:
                 append_jsonl(Path(member.folder) / ROWS, rows)
+                mean = {"step": state.global_step, "layers": len(rows), **means}
                 append_jsonl(Path(member.folder) / SUMMARY, [mean])
-            logs |= {f"{member.log_prefix}{k}": v for k, v in summary(rows).items() if k.startswith("rms_")}
+            logs |= {f"{member.log_prefix}{k}": v for k, v in means.items() if k.startswith("rms_")}
         if self.trainer is not None and logs:
             due = control.should_log  # the Trainer's own log of this step (its loss) must still happen
             self.trainer.log(logs)

@@ -6,7 +6,6 @@ A quantity that is exactly 0 at a step (δ¹ at step 1 under Init[A], where B = 
 left out of its line.
 """
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lorakit.core.errors import ConfigError  # noqa: E402
+from lorakit.core.run_folder import read_json_file  # noqa: E402
 from lorakit.dynamics.callback import SUMMARY, read_rows  # noqa: E402
 
 PANELS = {  # quantity → its title
@@ -30,14 +30,13 @@ COLOURS = {"A": "tab:blue", "B": "tab:orange"}
 
 def run_label(folder: Path) -> tuple[str, str | None]:
     """A run's legend label (init, lr, LoRA+ ratio from its run_config.json, else its folder's name) and init."""
-    try:
-        config = json.loads((folder / "run_config.json").read_text())
-        training = config["training"]
-        init, lr = training.get("lora_init"), training.get("learning_rate")
-        ratio = training.get("loraplus_lr_ratio") or 1
-        return f"Init[{init}] lr {lr:g}" + (f" ratio {ratio:g}" if ratio != 1 else ""), init
-    except (OSError, ValueError, TypeError, KeyError):
+    config = read_json_file(folder / "run_config.json")
+    training = config.get("training") if isinstance(config, dict) else None
+    if not isinstance(training, dict) or not isinstance(training.get("learning_rate"), int | float):
         return folder.name, None
+    init, lr = training.get("lora_init"), training["learning_rate"]
+    ratio = training.get("loraplus_lr_ratio") or 1
+    return f"Init[{init}] lr {lr:g}" + (f" ratio {ratio:g}" if ratio != 1 else ""), init
 
 
 def summaries(folders: list[Path]) -> dict[Path, pd.DataFrame]:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lorakit.core.errors import ConfigError
+from lorakit.toy.analysis import refined_minimum
 
 PASS, FAIL, TIE, NA = "PASS", "FAIL", "TIE", "n/a"
 REQUIRED = ("init", "lr", "seed", "metric", "learned")
@@ -81,19 +82,15 @@ def best_grid_lr(runs: pd.DataFrame, higher_is_better: bool) -> float:
 
 def refined_optimum(means: pd.Series, higher_is_better: bool) -> float:
     """The best lr of `means`, moved to the vertex of the parabola (in log lr) through it and its two neighbours when
-    it is an interior point and the parabola opens the right way; at an edge, the edge (a bound, not a vertex)."""
+    it is an interior point and the parabola opens the right way; at an edge, the edge (a bound, not a vertex). The
+    toy's `refined_minimum` does the fit, on the score turned into a loss."""
     score = means.dropna() * direction(higher_is_better)
     if score.empty:
         return float("nan")
-    at = int(np.argmax(score.to_numpy()))
     lrs = score.index.to_numpy(dtype=float)
-    if at == 0 or at == len(score) - 1:
-        return float(lrs[at])
-    x = np.log(lrs[at - 1 : at + 2]) - np.log(lrs[at])  # centred: a well-conditioned fit
-    curve, slope, _ = np.polyfit(x, score.to_numpy()[at - 1 : at + 2], 2)
-    if curve >= 0:  # flat: the grid point
-        return float(lrs[at])
-    return float(lrs[at] * np.exp(np.clip(-slope / (2 * curve), x[0], x[-1])))
+    vertex = refined_minimum(np.log(lrs), -score.to_numpy())
+    on_grid = np.flatnonzero(np.log(lrs) == vertex)  # a grid point stays that lr exactly, not exp(log(lr))
+    return float(lrs[on_grid[0]] if len(on_grid) else np.exp(vertex))
 
 
 def half_step(runs: pd.DataFrame, lr: float) -> float:

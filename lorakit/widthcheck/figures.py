@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lorakit.dynamics.figures import positive  # noqa: E402
 from lorakit.widthcheck.fit import QUANTITIES  # noqa: E402
 
 PANELS = ["rms_z_a", "rms_a0_x", "rms_update_x", "rms_z_b", "rms_delta1", "rms_delta2"]
@@ -42,9 +43,7 @@ def plot_against(table: pd.DataFrame, x: str, path: Path, title: str) -> Path:
             for step, colour in zip(steps, colours, strict=True):
                 line = part[part["step"] == step].sort_values(x)
                 values = line[quantity].to_numpy(dtype=float)
-                ax.plot(
-                    line[x], np.where(values > 0, values, np.nan), marker="o", ms=3, color=colour, label=f"step {step}"
-                )
+                ax.plot(line[x], positive(values), marker="o", ms=3, color=colour, label=f"step {step}")
             shown = part[part["step"].isin(steps) & (part[quantity] > 0)][quantity]
             if len(shown):
                 ax.set_yscale("log")

