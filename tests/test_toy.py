@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import run_toy
-from lorakit.toy import analysis
+from lorakit.toy import analysis, experiment
 from lorakit.toy.model import ToyConfig, init_factors, make_problem, network
 from lorakit.toy.train import SeedGroup, Student, StudentStack, forward_backward, train_width
 
@@ -135,13 +135,13 @@ def test_tables_from_other_settings_are_not_resumed(tmp_path, monkeypatch):
     argv = ["--widths", "16", "--lrs", "1e-2", "--seeds", "0", "--n_train", "16", "--output_dir", str(tmp_path),
             "--figures", "false"]  # fmt: skip
     assert run_toy.main([*argv, "--steps", "10"]) == 0
-    assert run_toy.finished_widths(run_toy.ToyArguments(widths=[16], lrs=[1e-2], seeds=[0], n_train=16, steps=10,
+    assert experiment.finished_widths(experiment.ToyArguments(widths=[16], lrs=[1e-2], seeds=[0], n_train=16, steps=10,
                                                         output_dir=str(tmp_path)), tmp_path)[0]  # fmt: skip
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_toy, "train_width", killed)
+    monkeypatch.setattr(experiment, "train_width", killed)
     assert run_toy.main([*argv, "--steps", "20"]) == 130  # Ctrl-C: one line, the exit code of SIGINT
     assert not (tmp_path / "results.csv").exists(), "the steps=10 table would be resumed as if it were steps=20"
 
@@ -165,7 +165,7 @@ def test_bad_input_is_one_line(argv, field, capsys, tmp_path):
 
 
 def test_lr_grid_spacing():
-    args = run_toy.ToyArguments()
+    args = experiment.ToyArguments()
     lrs = args.learning_rates()
     assert len(lrs) == 19 and lrs[0] == pytest.approx(10**-4.5) and lrs[-1] == pytest.approx(1.0)
     assert max(math.log10(b / a) for a, b in zip(lrs, lrs[1:], strict=False)) <= 0.25 + 1e-9
