@@ -88,3 +88,9 @@ def test_flags_override_the_file_and_yaml_numbers_parse(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="config: file not found"):
         parse_args(ARGUMENT_TYPES, ["--config", "/no/such.yaml"])
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if not is_accelerate_config(p)], ids=lambda p: p.name)
+def test_every_recipe_says_where_its_settings_come_from(path):
+    header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+    assert "Appendix C" in header or "the toolkit's own" in header or "Provenance" in header

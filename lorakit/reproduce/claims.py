@@ -7,8 +7,8 @@
   ``rms_delta1``, ``rms_delta2`` (`--lora_diagnostics_steps`).
 
 A learning rate counts for an init's optimum and best metric only if every seed there finished and learned (a lone
-survivor of several diverged seeds is no optimum). Each claim is a row: its verdict (PASS, FAIL, TIE, or n/a where
-the table cannot say), the value for each init, and the spread over seeds behind it. The claims:
+survivor of several diverged seeds is no optimum). Each claim is a row: its verdict (PASS, FAIL, TIE, or UNDECIDED
+where the table cannot say), the value for each init, and the spread over seeds behind it. The claims:
 
 1. stability: the largest learning rate at which at least half the seeds learn is larger under Init[A] (TIE: the
    same grid point);
@@ -30,7 +30,7 @@ import pandas as pd
 from lorakit.core.errors import ConfigError
 from lorakit.toy.analysis import refined_minimum
 
-PASS, FAIL, TIE, NA = "PASS", "FAIL", "TIE", "n/a"
+PASS, FAIL, TIE, NA = "PASS", "FAIL", "TIE", "UNDECIDED"  # not "n/a": pandas reads that as NaN
 REQUIRED = ("init", "lr", "seed", "metric", "learned")
 RELATIVE_TIE = 0.05  # two RMS values within 5% of each other are a tie
 MIN_SEEDS_FOR_INTERVAL = 3
@@ -112,7 +112,8 @@ def largest_lr_that_learns(runs: pd.DataFrame) -> tuple[float, float]:
 
 
 def three_way(value: float, low: float, high: float, higher_passes: bool = True) -> str:
-    """PASS above `high`, FAIL below `low` (the other way round unless `higher_passes`), TIE between, n/a if NaN."""
+    """PASS above `high`, FAIL below `low` (the other way round unless `higher_passes`), TIE between, UNDECIDED if
+    NaN."""
     if not np.isfinite(value):
         return NA
     if low <= value <= high:
