@@ -16,8 +16,11 @@ import yaml
 
 from lorakit.core.errors import ConfigError
 from lorakit.reproduce.__main__ import main
-from lorakit.reproduce.report import claims_runs
-from lorakit.reproduce.scale import SHIPPED, glue_source, load_scale
+from lorakit.reproduce.report import all_claims
+from lorakit.reproduce.runs import LearnedRule, claims_runs, learned_rule
+from lorakit.reproduce.scale import SHIPPED, Stage, glue_source, load_scale, scale_file
+from lorakit.reproduce.stages import check_stage, sweep_mapping, write_sweep_file
+from lorakit.sweeps.spec import load_sweep
 
 PROJECT = Path(__file__).resolve().parents[1]
 TEXT = "the film was a quiet delight and the actors gave it all they had, " * 20
@@ -109,9 +112,10 @@ def test_every_shipped_scale_validates_every_run_through_its_runners_parser(scal
         assert f"[{number}/{len(stages)}] {stage.name} ({stage.kind}): " in out
     if scale == "paper":  # 6 sweeps of 11 lrs × 2 inits × 3 seeds, the hub's data, MNLI by its matched split
         assert out.count("66 runs, each parsed by the") == 6
-        mnli = yaml.safe_load((tmp_path / "roberta_mnli" / "sweep.yaml").read_text())
-        assert mnli["metric"] == "eval_matched_accuracy" and "glue_dir" not in mnli["base"]
-    assert not list(tmp_path.glob("*/runs"))  # nothing ran
+        mnli = next(stage for stage in stages if stage.name == "roberta_mnli")
+        mapping = sweep_mapping(mnli, tmp_path, {"glue": None})[0]
+        assert mapping["metric"] == "eval_matched_accuracy" and "glue_dir" not in mapping["base"]
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 
 
 def write_task_folder(root: Path, folder: str, files: list[str]) -> None:
@@ -142,29 +146,72 @@ def results_table(**columns) -> pd.DataFrame:
     return pd.DataFrame(base | columns)
 
 
-def test_a_classifier_learned_above_chance_and_failed_runs_are_left_out():
+def test_a_classifier_learned_above_guessing_and_a_failed_run_did_not_learn():
     results = results_table(final_eval_accuracy=[0.9, 0.5, 0.56, 0.8], diag_rms_z_a=[1.0, 2.0, 3.0, 4.0])
-    runs, rule = claims_runs(results, "eval_accuracy", True, "sst2")
-    assert rule == "eval_accuracy > 0.55 (chance + 0.05)"
-    assert runs["learned"].tolist() == [True, False, True]  # the failed run is not a run that did not learn
-    assert runs["metric"].isna().tolist() == [False, True, False]  # a diverged run has no metric
-    assert runs["rms_z_a"].tolist() == [1.0, 2.0, 3.0] and runs["rms_delta2"].isna().all()
+    rule = LearnedRule("eval_accuracy", True, above=0.55)
+    runs = claims_runs(results, rule)
+    assert str(rule) == "eval_accuracy > 0.55 (guessing + 0.05)"
+    assert runs["learned"].tolist() == [True, False, True, False]
+    assert runs["metric"].isna().tolist() == [False, True, False, True]  # diverged and failed runs have no metric
+    assert runs["rms_z_a"].tolist() == [1.0, 2.0, 3.0, 4.0] and runs["rms_delta2"].isna().all()
 
 
 def test_a_language_model_learned_when_its_loss_fell_below_its_start():
     results = results_table(final_perplexity=[30.0, 90.0, 55.0, 1.0], before_perplexity=[50.0] * 4)
-    runs, rule = claims_runs(results, "perplexity", False, None)
-    assert runs["learned"].tolist() == [True, False, False] and "before training" in rule
+    runs = claims_runs(results, LearnedRule("perplexity", False))
+    assert runs["learned"].tolist() == [True, False, False, False]
+    with pytest.raises(ConfigError, match="no before_perplexity"):
+        claims_runs(results.drop(columns="before_perplexity"), LearnedRule("perplexity", False))
 
 
-def test_a_task_without_a_learned_rule_is_an_error():
-    with pytest.raises(ConfigError, match="no rule"):
-        claims_runs(results_table(final_score=[1.0] * 4), "score", True, "stsb")
+def tiny_stage(tmp_path: Path, tiny_bert_dir: Path, glue_dir: Path, **changes) -> tuple[Stage, Path]:
+    sweep = {"task": "glue", "base": {"model_name_or_path": str(tiny_bert_dir), "task_name": "sst2", "max_steps": 2},
+             "grid": {"learning_rate": [1e-3, 1e-2], "lora_init": ["A", "B"]}} | changes  # fmt: skip
+    stage = Stage("glue_tiny", "sweep", sweep=sweep, data=["glue"], tie=0.003)
+    write_sweep_file(stage, tmp_path, {"glue": glue_dir})
+    return stage, tmp_path / "glue_tiny"
 
 
-def write_scale(tmp_path: Path, stage: dict) -> str:
+def test_the_learned_rule_of_each_task_and_a_task_without_one(tmp_path, tiny_bert_dir, tiny_glue_dir):
+    stage, folder = tiny_stage(tmp_path, tiny_bert_dir, tiny_glue_dir)
+    assert learned_rule(load_sweep(folder / "sweep.yaml")).above == pytest.approx(0.55)
+    assert learned_rule(load_sweep(folder / "sweep.yaml"), chance=0.68).above == pytest.approx(0.73)
+    stage.sweep["base"]["task_name"] = "stsb"  # a regression: neither an accuracy nor measured before training
+    with pytest.raises(ConfigError, match="no rule says whether a run learned"):
+        check_stage(stage, tmp_path, {"glue": tiny_glue_dir})
+
+
+def test_a_stage_part_way_or_not_run_is_undecided_and_a_finished_one_judged(tmp_path, tiny_bert_dir, tiny_glue_dir):
+    stage, folder = tiny_stage(tmp_path, tiny_bert_dir, tiny_glue_dir)
+    toy, widthcheck = Stage("toy", "toy"), Stage("widthcheck", "widthcheck")
+    (tmp_path / "widthcheck").mkdir()
+    pd.DataFrame({"arch": ["bert"] * 3, "scheme": ["Init[A]"] * 3, "lr": ["∝ n^-1"] * 3, "at": ["last"] * 3,
+                  "quantity": ["Z_B", "δ¹", "Z_A"], "predicted": [-1.0, -1.0, 0.0], "measured": [-0.97, -0.2, 0.1],
+                  "range": ["", "", ""], "result": ["pass", "FAIL", "reported (a limit)"]}).to_csv(
+        tmp_path / "widthcheck" / "judged.csv", index=False)  # fmt: skip
+    results = results_table(final_eval_accuracy=[0.9, 0.5, 0.56, 0.8])
+    results.iloc[:3].to_csv(folder / "results.csv", index=False)
+    claims = all_claims([toy, widthcheck, stage], tmp_path)
+    assert claims.set_index("stage")["verdict"]["toy"] == "UNDECIDED"  # never ran
+    assert claims[claims["stage"] == "widthcheck"]["verdict"].tolist() == ["PASS", "FAIL"]  # the limit is left out
+    partial = claims[claims["stage"] == "glue_tiny"]
+    assert partial["verdict"].tolist() == ["UNDECIDED"] and "3 of 4 runs finished" in partial["detail"].iloc[0]
+    results.to_csv(folder / "results.csv", index=False)
+    judged = all_claims([stage], tmp_path)
+    assert len(judged) == 6 and "1 failed runs count as not learning" in judged["detail"].iloc[0]
+    assert judged.set_index("claim")["verdict"]["largest lr that still learns: Init[A] > Init[B]"] == "TIE"  # 1e-3
+
+
+def test_a_rerun_with_other_data_options_is_refused(tmp_path, tiny_bert_dir, tiny_glue_dir):
+    stage, _ = tiny_stage(tmp_path, tiny_bert_dir, tiny_glue_dir)
+    assert "4 runs" in check_stage(stage, tmp_path, {"glue": tiny_glue_dir})
+    with pytest.raises(ConfigError, match="ran on other data"):
+        check_stage(stage, tmp_path, {"glue": None})  # --glue_dir forgotten: its runs would start over from the hub
+
+
+def write_scale(tmp_path: Path, stage: dict, name: str = "mine") -> str:
     path = tmp_path / "scale.yaml"
-    path.write_text(yaml.safe_dump({"stages": [stage]}))
+    path.write_text(yaml.safe_dump({"name": name, "stages": [stage]}))
     return str(path)
 
 
@@ -179,10 +226,26 @@ SWEEP = {"task": "glue", "grid": {"learning_rate": [1e-3]}}
         (["--scale", "cpu", "--glue_dir", "/nonexistent/glue"], "--glue_dir: not found"),
         (["--scale", "quick", "--backend", "cloud"], "backend: one of local, slurm"),
         ([{"name": "s", "kind": "sweep", "sweep": SWEEP}], "tie must be a number"),
+        ([{"name": "s", "kind": "sweep", "tie": float("nan"), "sweep": SWEEP}], "tie must be a number"),
+        ([{"name": "s", "kind": "sweep", "tie": 0.1, "chance": 1.5, "sweep": SWEEP}], "chance must be an accuracy"),
+        ([{"name": "s", "kind": "sweep", "tie": 0.1, "data": [{"a": 1}], "sweep": SWEEP}], "data must be a list"),
+        ([{"name": "t", "kind": "toy", "settings": []}], "settings must be a mapping"),
         ([{"name": "s", "kind": "sweep", "tie": 0.1, "sweep": SWEEP | {"name": "x"}}], "sweep.name is set by"),
         ([{"name": "s", "kind": "sweep", "tie": 0.1, "data": ["imagenet"], "sweep": SWEEP}], "data must list"),
         ([{"name": "s", "kind": "sweep", "tie": 0.1, "data": ["glue"], "sweep": SWEEP}], "needs the stage's task"),
         ([{"name": "t", "kind": "toy", "tie": 0.1}], "are for sweep stages"),
+        (
+            [
+                {
+                    "name": "s",
+                    "kind": "sweep",
+                    "tie": 0.1,
+                    "data": ["glue"],
+                    "sweep": SWEEP | {"metric": "f1", "base": {"task_name": "sst2"}},
+                }
+            ],
+            "sweep.metric is set by the reproduction",
+        ),  # fmt: skip
         ([{"name": "t", "kind": "toys"}], "kind must be one of"),
         ([{"name": "../t", "kind": "toy"}], "plain folder name"),
         ([{"name": "t", "kind": "toy", "setings": {}}], "unknown key 'setings'"),
@@ -195,3 +258,15 @@ def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
     assert main([*argv, "--dry-run", "true", "--output_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_a_scale_name_that_is_no_plain_folder_name_is_refused(tmp_path, capsys):
+    scale = write_scale(tmp_path, {"name": "t", "kind": "toy"}, name="../../escape")
+    assert main(["--scale", scale, "--dry-run", "true"]) == 2
+    assert "the scale's name must be a plain folder name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", SHIPPED)
+def test_every_shipped_scale_says_where_its_settings_come_from(scale):
+    header = [line for line in scale_file(scale).read_text().splitlines() if line.startswith("#")]
+    assert any(line.startswith("# Provenance") for line in header)

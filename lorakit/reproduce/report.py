@@ -15,111 +15,96 @@ from lorakit.core.atomic import replace_atomically, write_csv_atomic  # noqa: E4
 from lorakit.core.errors import ConfigError  # noqa: E402
 from lorakit.core.run_folder import read_json_file  # noqa: E402
 from lorakit.reproduce.claims import FAIL, NA, PASS, judge_claims  # noqa: E402
+from lorakit.reproduce.runs import claims_runs, learned_rule  # noqa: E402
 from lorakit.reproduce.scale import Scale, Stage  # noqa: E402
-from lorakit.reproduce.stages import STAGE_RECORD, read_timings  # noqa: E402
-from lorakit.sweeps.report import COLOURS  # noqa: E402
-from lorakit.tasks.glue.catalog import GLUE_TASKS  # noqa: E402
+from lorakit.reproduce.stages import STAGE_RECORD, SWEEP_FILE, read_timings  # noqa: E402
+from lorakit.sweeps.report import COLOURS, with_defaults  # noqa: E402
+from lorakit.sweeps.spec import fixed_values, load_sweep  # noqa: E402
 
-CHANCE_MARGIN = 0.05  # a classifier learned when its accuracy is 5 points above chance (1 / number of labels)
-DIAGNOSTICS = ("rms_z_a", "rms_a0_x", "rms_update_x", "rms_delta1", "rms_delta2")
 COLUMNS = ["stage", "claim", "verdict", "init_a", "init_b", "spread", "detail"]
-VERDICTS = {"pass": PASS, "fail": FAIL, True: PASS, False: FAIL}
+VERDICTS = {"pass": PASS, "fail": FAIL, "true": PASS, "false": FAIL}  # the toy's and the width check's results
+FINISHED = ("done", "diverged", "failed")
 
 
-def learned(results: pd.DataFrame, metric: str, higher_is_better: bool, task_name: str | None) -> tuple:
-    """Whether each run learned, and the rule used: its metric beat the one measured before training where the runs
-    record one (the LM task: loss below its start), else a classifier's accuracy beat chance by `CHANCE_MARGIN`."""
-    final = pd.to_numeric(results.get(f"final_{metric}"), errors="coerce")
-    before = results.get(f"before_{metric}")
-    if before is not None:
-        before = pd.to_numeric(before, errors="coerce")
-        return (final > before) if higher_is_better else (final < before), f"{metric} better than before training"
-    task = GLUE_TASKS.get(task_name or "")
-    if task is None or task.is_regression:
-        raise ConfigError(f"no rule for whether a run of {task_name!r} learned: its runs record no before_{metric}")
-    chance = 1 / task.num_labels + CHANCE_MARGIN
-    return final > chance, f"{metric} > {chance:.3g} (chance + {CHANCE_MARGIN:g})"
-
-
-def claims_runs(results: pd.DataFrame, metric: str, higher_is_better: bool, task_name: str | None) -> tuple:
-    """A sweep's results.csv as the claims' runs table (done and diverged runs; failed ones are left out, not counted
-    as not learning) and the learned rule."""
-    finished = results[results["status"].isin(["done", "diverged"])].reset_index(drop=True)
-    ok, rule = learned(finished, metric, higher_is_better, task_name)
-    done = finished["status"].eq("done")
-    runs = pd.DataFrame({
-        "init": finished["lora_init"].astype(str),
-        "lr": finished["learning_rate"].astype(float),
-        "seed": finished["seed"],
-        "metric": pd.to_numeric(finished[f"final_{metric}"], errors="coerce").where(done),
-        "learned": (ok & done).astype(bool),
-    })  # fmt: skip
-    for name in DIAGNOSTICS:
-        runs[name] = pd.to_numeric(finished.get(f"diag_{name}", np.nan), errors="coerce")
-    return runs, rule
+def undecided(stage: Stage, why: str) -> pd.DataFrame:
+    return pd.DataFrame([{"stage": stage.name, "claim": "every claim of the stage", "verdict": NA, "detail": why}])
 
 
 def sweep_claims(stage: Stage, folder: Path) -> pd.DataFrame:
-    sweep = read_json_file(folder / "sweep.json") or {}
-    results = pd.read_csv(folder / "results.csv") if (folder / "results.csv").exists() else pd.DataFrame()
-    if results.empty or not {"lora_init", "learning_rate", "seed"} <= set(results):
-        return pd.DataFrame([{"stage": stage.name, "claim": "every claim", "verdict": NA, "detail": "no results"}])
-    metric, higher = sweep.get("metric", stage.sweep.get("metric")), sweep.get("higher_is_better", True)
-    task_name = (stage.sweep.get("base") or {}).get("task_name")
-    runs, rule = claims_runs(results, metric, higher, task_name)
+    """The claims on the stage's runs, once every run has finished (a stage part-way through is UNDECIDED: its grid
+    is not the one the claims are about)."""
+    if not (folder / SWEEP_FILE).exists() or not (folder / "results.csv").exists():
+        return undecided(stage, "not run yet")
+    sweep = load_sweep(folder / SWEEP_FILE)
+    results = pd.read_csv(folder / "results.csv")
+    total, finished = len(sweep.points()), int(results["status"].isin(FINISHED).sum()) if len(results) else 0
+    if finished < total:
+        return undecided(stage, f"{finished} of {total} runs finished; run the same command again to finish")
+    try:
+        rule = learned_rule(sweep, stage.chance)
+        runs = claims_runs(with_defaults(results, fixed_values(sweep), list(sweep.grid)), rule)
+        table = judge_claims(runs, tie=float(stage.tie), higher_is_better=sweep.higher_is_better)
+    except ConfigError as err:
+        return undecided(stage, str(err))
     failed = int(results["status"].eq("failed").sum())
-    detail = f"{metric}; learned: {rule}" + (f"; {failed} failed runs left out" if failed else "")
-    table = judge_claims(runs, tie=float(stage.tie), higher_is_better=higher)
+    detail = f"{sweep.metric}; learned: {rule}" + (f"; {failed} failed runs count as not learning" if failed else "")
     return table.assign(stage=stage.name, detail=detail)
 
 
+def verdict(value) -> str:
+    return VERDICTS.get(str(value).strip().lower(), NA)
+
+
 def toy_claims(stage: Stage, folder: Path) -> pd.DataFrame:
-    checks = pd.read_csv(folder / "checks.csv") if (folder / "checks.csv").exists() else pd.DataFrame()
+    if not (folder / "checks.csv").exists():
+        return undecided(stage, "not run yet, or its claims not measured (they need both inits, several widths)")
     rows = [
-        {"stage": stage.name, "claim": row["claim"], "verdict": VERDICTS.get(row["pass"], NA),
+        {"stage": stage.name, "claim": row["claim"], "verdict": verdict(row["pass"]),
          "detail": f"measured {row['measured']}, target {row['target']}"}
-        for row in checks.to_dict("records")
+        for row in pd.read_csv(folder / "checks.csv").to_dict("records")
     ]  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def widthcheck_claims(stage: Stage, folder: Path) -> pd.DataFrame:
-    judged = pd.read_csv(folder / "judged.csv") if (folder / "judged.csv").exists() else pd.DataFrame()
+    """The width check's judged exponents (the rows it only reports, limits of the theory, are left out)."""
+    if not (folder / "judged.csv").exists():
+        return undecided(stage, "not run yet")
+    judged = pd.read_csv(folder / "judged.csv")
     rows = [
-        {"stage": stage.name, "verdict": VERDICTS.get(row["result"], NA),
+        {"stage": stage.name, "verdict": verdict(row["result"]),
          "claim": f"{row['arch']} {row['scheme']}, lr {row['lr']}: {row['quantity']} ~ n^{row['predicted']:+g}",
          "detail": f"measured exponent {row['measured']:+.2f} at step {row['at']}"}
-        for row in judged.to_dict("records")
+        for row in judged.to_dict("records") if not str(row["result"]).startswith("reported")
     ]  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def all_claims(stages: list[Stage], output_dir: Path) -> pd.DataFrame:
     judge = {"toy": toy_claims, "widthcheck": widthcheck_claims, "sweep": sweep_claims}
-    parts = [judge[s.kind](s, output_dir / s.name) for s in stages if (output_dir / s.name).is_dir()]
-    table = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
-    return (pd.DataFrame(columns=COLUMNS) if table is None else table).reindex(columns=COLUMNS)
+    parts = [judge[s.kind](s, output_dir / s.name) for s in stages]
+    return pd.concat([p for p in parts if len(p)], ignore_index=True).reindex(columns=COLUMNS)
 
 
 def plot_main(stages: list[Stage], output_dir: Path, path: Path) -> Path | None:
-    """Each sweep stage's metric (mean ± std over seeds, done runs) and RMS Z_A at the last measured step against
-    learning rate, one curve per init: the paper's two figures side by side, for every real model."""
-    found = [(s, pd.read_csv(output_dir / s.name / "results.csv")) for s in stages
-             if s.kind == "sweep" and (output_dir / s.name / "results.csv").exists()]  # fmt: skip
-    found = [(s, r[r["status"] == "done"]) for s, r in found if "status" in r and r["status"].eq("done").any()]
+    """Each sweep stage's metric (mean ± std over seeds, from its summary.csv) and RMS Z_A at the last measured step
+    (its dynamics.csv) against learning rate, one curve per init: the paper's two figures, for every real model."""
+    found = [s for s in stages if s.kind == "sweep" and (output_dir / s.name / "summary.csv").exists()]
     if not found:
         return None
     fig, axes = plt.subplots(2, len(found), figsize=(4.2 * len(found), 6.4), squeeze=False)
-    for column, (stage, done) in enumerate(found):
-        metric = (read_json_file(output_dir / stage.name / "sweep.json") or {}).get("metric", "metric")
-        for init, runs in done.groupby(done["lora_init"].astype(str)):
-            values = pd.to_numeric(runs[f"final_{metric}"], errors="coerce").groupby(runs["learning_rate"])
-            mean, std = values.mean(), values.std().fillna(0)
-            axes[0, column].errorbar(mean.index, mean.values, yerr=std.values, marker="o", ms=4, capsize=3,
-                                     color=COLOURS.get(init), label=f"Init[{init}]")  # fmt: skip
-            if "diag_rms_z_a" in runs:
-                z_a = pd.to_numeric(runs["diag_rms_z_a"], errors="coerce").groupby(runs["learning_rate"]).mean()
-                axes[1, column].plot(z_a.index, z_a.values, marker="o", ms=4, color=COLOURS.get(init))
+    for column, stage in enumerate(found):
+        folder = output_dir / stage.name
+        summary = pd.read_csv(folder / "summary.csv")
+        dynamics = pd.read_csv(folder / "dynamics.csv") if (folder / "dynamics.csv").exists() else None
+        for init, part in summary.groupby(summary["lora_init"].astype(str)):
+            axes[0, column].errorbar(part["learning_rate"], part["mean"], yerr=part["std"].fillna(0), marker="o",
+                                     ms=4, capsize=3, color=COLOURS.get(init), label=f"Init[{init}]")  # fmt: skip
+            if dynamics is not None:
+                mine = dynamics[dynamics["lora_init"].astype(str) == init]
+                axes[1, column].plot(mine["learning_rate"], mine["diag_rms_z_a"], marker="o", ms=4,
+                                     color=COLOURS.get(init))  # fmt: skip
+        metric = load_sweep(folder / SWEEP_FILE).metric
         axes[0, column].set(xscale="log", title=stage.name, ylabel=metric)
         axes[1, column].set(xscale="log", yscale="log", xlabel="learning rate", ylabel="RMS Z_A (last step)")
         for ax in axes[:, column]:

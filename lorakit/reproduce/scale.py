@@ -8,30 +8,35 @@
         kind: sweep
         data: [glue]          # filled from --glue_dir (unset: the hub); also wikitext, gsm8k, flan, mmlu
         tie: 0.003            # best metric: |Init[A] − Init[B]| within this is a tie, in the metric's units
+        chance: 0.5           # optional: the accuracy of guessing (default 1 / labels; the majority class's rate
+                              # for an unbalanced task such as MRPC or CoLA)
         sweep: {task: glue, base: {task_name: sst2}, grid: {learning_rate: [1e-3, 2e-3], lora_init: [A, B],
-                seed: [0, 1, 2]}, metric: eval_accuracy}                           # a sweep file's mapping
+                seed: [0, 1, 2]}}                  # a sweep file's mapping (data: [glue] sets its metric)
 
 The shipped scales are `launch/reproduce/<name>.yaml` (quick, cpu, paper); `--scale` takes one of those names or the
 path of a file of one's own.
 """
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorakit.core.errors import ConfigError
 from lorakit.core.parsing import read_yaml
 from lorakit.core.project import clone_file
+from lorakit.sweeps.checks import NAME
+from lorakit.tasks.classification import evaluated_metrics
 from lorakit.tasks.glue.catalog import GLUE_TASKS
+from lorakit.tasks.glue.data import split_file
 
 KINDS = ("toy", "widthcheck", "sweep")
 SHIPPED = ("quick", "cpu", "paper")
-STAGE_KEYS = {"name", "kind", "settings", "sweep", "data", "tie"}
+STAGE_KEYS = {"name", "kind", "settings", "sweep", "data", "tie", "chance"}
 # A data option of the command → the run setting it fills (glue is special: see `glue_source`).
 DATA_SETTINGS = {"glue": "glue_dir", "wikitext": "data_dir", "gsm8k": "data_dir", "flan": "train_file",
                  "mmlu": "mmlu_path"}  # fmt: skip
 DATA_FLAGS = {"glue": "--glue_dir", "wikitext": "--wikitext_dir", "gsm8k": "--gsm8k_dir", "flan": "--flan_file",
               "mmlu": "--mmlu_dir"}  # fmt: skip
-DATA_SUFFIXES = (".tsv", ".jsonl", ".json", ".csv")
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Stage:
     sweep: dict = field(default_factory=dict)  # sweep: a sweep file's mapping, without name and output_root
     data: list[str] = field(default_factory=list)
     tie: float | None = None
+    chance: float | None = None  # a classifier's accuracy by guessing; default 1 / number of labels
 
 
 @dataclass
@@ -81,29 +87,48 @@ def read_stage(raw, where: str) -> Stage:
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(STAGE_KEYS))})")
     name, kind = raw.get("name"), raw.get("kind")
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ConfigError(f"{where}: name must be a plain folder name, got {name!r}")
     if kind not in KINDS:
         raise ConfigError(f"{where} ({name}): kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    stage = Stage(name, kind, raw.get("settings") or {}, raw.get("sweep") or {}, raw.get("data") or [], raw.get("tie"))
-    if not isinstance(stage.settings, dict) or not isinstance(stage.sweep, dict):
-        raise ConfigError(f"{where} ({name}): settings and sweep must be mappings")
+    where = f"{where} ({name})"
+    stage = Stage(name, kind, *(typed(raw, key, where) for key in ("settings", "sweep", "data")))
+    stage.tie, stage.chance = raw.get("tie"), raw.get("chance")
     if kind == "sweep":
-        check_sweep_stage(stage, f"{where} ({name})")
-    elif stage.sweep or stage.data or stage.tie is not None:
-        raise ConfigError(f"{where} ({name}): sweep, data and tie are for sweep stages")
+        check_sweep_stage(stage, where)
+    elif stage.sweep or stage.data or stage.tie is not None or stage.chance is not None:
+        raise ConfigError(f"{where}: sweep, data, tie and chance are for sweep stages")
     return stage
+
+
+def typed(raw: dict, key: str, where: str):
+    """The stage's `key` (a mapping, or for data a list of names), empty when absent; another type is an error."""
+    value = raw.get(key)
+    wanted = list if key == "data" else dict
+    if value is None:
+        return wanted()
+    if not isinstance(value, wanted) or (key == "data" and not all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{where}: {key} must be a {'list of names' if key == 'data' else 'mapping'}, got {value!r}")
+    return value
+
+
+def finite_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_sweep_stage(stage: Stage, where: str) -> None:
     if not stage.sweep:
         raise ConfigError(f"{where}: a sweep stage needs its sweep mapping")
     owned = [k for k in ("name", "output_root") if k in stage.sweep]
+    if "glue" in stage.data and "metric" in stage.sweep:
+        owned.append("metric")  # the task's primary metric, named as its runs report it (`glue_source`)
     if owned:
-        raise ConfigError(f"{where}: sweep.{owned[0]} is set by the reproduction (its stage name and output folder)")
-    if not isinstance(stage.tie, int | float) or isinstance(stage.tie, bool) or stage.tie < 0:
+        raise ConfigError(f"{where}: sweep.{owned[0]} is set by the reproduction, not the scale file")
+    if not finite_number(stage.tie) or stage.tie < 0:
         raise ConfigError(f"{where}: tie must be a number ≥ 0 in the metric's units, got {stage.tie!r}")
-    bad = [d for d in stage.data if d not in DATA_SETTINGS] if isinstance(stage.data, list) else [stage.data]
+    if stage.chance is not None and not (finite_number(stage.chance) and 0 <= stage.chance < 1):
+        raise ConfigError(f"{where}: chance must be an accuracy in [0, 1), got {stage.chance!r}")
+    bad = [d for d in stage.data if d not in DATA_SETTINGS]
     if bad:
         raise ConfigError(f"{where}: data must list some of {', '.join(DATA_SETTINGS)}, got {bad[0]!r}")
     if "glue" in stage.data and "task_name" not in (stage.sweep.get("base") or {}):
@@ -120,37 +145,30 @@ def load_scale(scale: str) -> Scale:
     names = [s.name for s in stages]
     if len(set(names)) < len(names):
         raise ConfigError(f"{path}: two stages are named {next(n for n in names if names.count(n) > 1)!r}")
-    return Scale(str(raw.get("name") or path.stem), path, stages)
-
-
-def first_file(folder: Path, stem: str) -> Path | None:
-    found = [folder / f"{stem}{suffix}" for suffix in DATA_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
-    return found[0] if found else None
-
-
-def glue_metric(task_name: str, eval_splits: list[str]) -> str:
-    """The name a run gives the task's primary metric on its first evaluation split (runs with several evaluation
-    sets, MNLI's matched and mismatched, prefix each metric with its split)."""
-    primary = GLUE_TASKS[task_name].primary_metric
-    return f"eval_{primary}" if len(eval_splits) == 1 else f"eval_{eval_splits[0]}_{primary}"
+    name = raw.get("name") or path.stem
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"{path}: the scale's name must be a plain folder name, got {name!r}")
+    return Scale(name, path, stages)
 
 
 def glue_source(task_name: str, glue_dir: Path | None) -> tuple[dict, str, str]:
     """The settings that read a GLUE task from `glue_dir` (None: the hub), a note saying what they read, and the
-    metric the runs will report. A folder without the task's train split (see ../shared/data/MANIFEST.md for the one
-    here) gives its dev split, of which each run trains on a seeded part and evaluates on the rest."""
+    name its runs give the task's primary metric (on the first evaluation set, when there are several). A folder
+    without the task's train split (see ../shared/data/MANIFEST.md for the one here) gives its dev split, of which
+    each run trains on a seeded part and is tested on the rest."""
     task = GLUE_TASKS.get(task_name)
     if task is None or task.glue_dir is None:
         raise ConfigError(f"data: [glue]: {task_name!r} is not a GLUE task")
     if glue_dir is None:
-        return {}, f"{task_name}: the hub (no --glue_dir given)", glue_metric(task_name, list(task.eval_files))
+        metric = evaluated_metrics(task, list(task.eval_files))[1]
+        return {}, f"{task_name}: the hub (no --glue_dir given)", f"eval_{metric}"
     folder = glue_dir / task.glue_dir
-    evals = [split for split, stem in task.eval_files.items() if first_file(folder, stem)]
-    if first_file(folder, "train") and evals:
+    evals = [split for split, stem in task.eval_files.items() if split_file(folder, stem, required=False)]
+    if split_file(folder, "train", required=False) and evals:
         note = f"{folder}: train split, evaluated on {', '.join(task.eval_files[s] for s in evals)}"
-        return {"glue_dir": str(glue_dir)}, note, glue_metric(task_name, evals)
+        return {"glue_dir": str(glue_dir)}, note, f"eval_{evaluated_metrics(task, evals)[1]}"
     if not evals:
         raise ConfigError(f"--glue_dir: {folder} holds no dev file of {task_name}")
-    dev = first_file(folder, task.eval_files[evals[0]])
+    dev = split_file(folder, task.eval_files[evals[0]], required=False)
     note = f"{dev}: no train split in {folder}; each run trains on a seeded part of this dev split, tested on the rest"
-    return {"train_file": str(dev)}, note, glue_metric(task_name, ["validation"])
+    return {"train_file": str(dev)}, note, f"eval_{evaluated_metrics(task, ['validation'])[1]}"

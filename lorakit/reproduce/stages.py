@@ -4,6 +4,8 @@ there). Each resumes on its own, so a killed reproduction rerun repeats no finis
 stage, over every invocation, add up in ``timings.json``."""
 
 import copy
+import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from lorakit.core.atomic import replace_atomically, write_json_atomic
 from lorakit.core.errors import ConfigError
 from lorakit.core.parsing import parse_args, settings_to_argv
 from lorakit.core.run_folder import read_json_file
+from lorakit.reproduce.runs import learned_rule
 from lorakit.reproduce.scale import DATA_FLAGS, DATA_SETTINGS, Stage, glue_source
 from lorakit.sweeps import __main__ as sweeps_command
 from lorakit.sweeps.spec import load_sweep, validate
@@ -20,6 +23,7 @@ from lorakit.toy import experiment
 from lorakit.toy.arguments import ToyArguments
 from lorakit.widthcheck import __main__ as widthcheck_command
 from lorakit.widthcheck.arguments import WidthCheckArguments
+from lorakit.widthcheck.models import make_batch
 
 TIMINGS, STAGE_RECORD, SWEEP_FILE = "timings.json", "stage.json", "sweep.yaml"
 INTERRUPTED = 130
@@ -29,12 +33,12 @@ def stage_argv(stage: Stage, output_dir: Path) -> list[str]:
     return [*settings_to_argv(stage.settings), "--output_dir", str(output_dir / stage.name)]
 
 
-def sweep_mapping(stage: Stage, output_dir: Path, data: dict[str, Path | None]) -> tuple[dict, str]:
-    """The stage's sweep file with its data filled in from the command's data options (unset: the hub), and a note
-    saying where each part of the data comes from. A GLUE stage's metric is its task's primary one, named as its
-    runs will report it (MNLI from the hub reports each of its two evaluation sets)."""
+def sweep_mapping(stage: Stage, output_dir: Path, data: dict[str, Path | None]) -> tuple[dict, str, dict]:
+    """The stage's sweep file with its data filled in from the command's data options (unset: the hub), a note
+    saying where each part of the data comes from, and the settings filled in. A GLUE stage's metric is its task's
+    primary one, named as its runs will report it (MNLI from the hub reports each of its two evaluation sets)."""
     mapping = copy.deepcopy(stage.sweep)
-    base, notes = dict(mapping.get("base") or {}), []
+    base, notes, filled = dict(mapping.get("base") or {}), [], {}
     for option in stage.data:
         path = data.get(option)
         if option == "glue":
@@ -43,50 +47,74 @@ def sweep_mapping(stage: Stage, output_dir: Path, data: dict[str, Path | None]) 
             settings, note = {}, f"{option}: the hub (no {DATA_FLAGS[option]} given)"
         else:
             settings, note = {DATA_SETTINGS[option]: str(path)}, f"{option}: {path}"
-        base |= settings
+        filled |= settings
         notes.append(note)
-    mapping |= {"name": stage.name, "output_root": str(output_dir / stage.name), "base": base}
-    return mapping, "; ".join(notes) or "the defaults of the sweep's settings"
+    mapping |= {"name": stage.name, "output_root": str(output_dir / stage.name), "base": base | filled}
+    return mapping, "; ".join(notes) or "the defaults of the sweep's settings", filled
 
 
-def write_sweep_file(stage: Stage, output_dir: Path, data: dict[str, Path | None]) -> Path:
-    """``<output_dir>/<stage>/sweep.yaml`` (the same file for the same data, so its runs keep their ids) and
-    ``stage.json``, the stage's record for the report."""
-    mapping, note = sweep_mapping(stage, output_dir, data)
-    folder = output_dir / stage.name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SWEEP_FILE
+def write_sweep_file(stage: Stage, output_dir: Path, data: dict[str, Path | None], folder: Path | None = None) -> Path:
+    """The stage's ``sweep.yaml`` (the same file for the same data, so its runs keep their ids), in the stage's
+    folder with its record ``stage.json`` (its data), or alone in `folder`; returns its path."""
+    mapping, note, filled = sweep_mapping(stage, output_dir, data)
+    if folder is None:
+        folder = output_dir / stage.name
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / STAGE_RECORD, {"stage": stage.name, "data": note, "settings": filled})
     header = f"# Written by python -m lorakit.reproduce (stage {stage.name}); data: {note}\n"
     text = header + yaml.safe_dump(mapping, sort_keys=False, allow_unicode=True)
-    replace_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    write_json_atomic(folder / STAGE_RECORD, {"stage": stage.name, "kind": stage.kind, "data": note, "tie": stage.tie})
-    return path
+    replace_atomically(folder / SWEEP_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return folder / SWEEP_FILE
+
+
+def check_same_data(stage: Stage, output_dir: Path, data: dict[str, Path | None]) -> None:
+    """A stage that already ran keeps its data: other data options would give its runs other ids, and the rerun
+    would start the stage over (from the hub, when an option was forgotten)."""
+    record = read_json_file(output_dir / stage.name / STAGE_RECORD)
+    filled = sweep_mapping(stage, output_dir, data)[2]
+    if isinstance(record, dict) and record.get("settings", filled) != filled:
+        raise ConfigError(
+            f"stage {stage.name} ran on other data in {output_dir} ({record['data']}); give the same data options, "
+            "or another --output_dir"
+        )
 
 
 def check_stage(stage: Stage, output_dir: Path, data: dict[str, Path | None]) -> str:
-    """Parse every run of the stage with its runner's own parser (nothing trains); returns what was checked."""
+    """Parse every run of the stage with its runner's own parser (nothing trains, nothing is written into
+    `output_dir`); returns what was checked."""
     argv = stage_argv(stage, output_dir)
     if stage.kind == "toy":
         (args,) = parse_args((ToyArguments,), argv)
         args.validate()
-        return f"{len(args.widths)} widths × {len(args.learning_rates())} lrs × {len(args.seeds)} seeds"
+        return f"{len(args.widths)} widths × {len(args.inits)} inits × {len(args.learning_rates())} lrs × " \
+               f"{len(args.seeds)} seeds"  # fmt: skip
     if stage.kind == "widthcheck":
         (args,) = parse_args((WidthCheckArguments,), argv)
+        if args.text:  # a text file of one's own: read and tokenized now (the default is fetched when the stage runs)
+            for arch in args.archs:
+                make_batch(arch, args.text, args.batch, args.tokens)
         return f"{len(args.archs)} architectures × {len(args.widths)} widths × {args.seeds} seeds"
-    sweep = load_sweep(write_sweep_file(stage, output_dir, data))
-    return f"{len(validate(sweep))} runs, each parsed by the {sweep.task} task"
+    check_same_data(stage, output_dir, data)
+    with tempfile.TemporaryDirectory() as scratch:
+        sweep = load_sweep(write_sweep_file(stage, output_dir, data, Path(scratch)))
+        runs = len(validate(sweep))
+        rule = learned_rule(sweep, stage.chance)
+    return f"{runs} runs, each parsed by the {sweep.task} task; learned: {rule}"
 
 
 def run_sweep(path: Path, options: list[str]) -> int:
     """Run the sweep (skipping finished runs; `options` of `python -m lorakit.sweeps run`), then its report; returns
-    the run's exit code (1: some failed)."""
-    code = sweeps_command.main(["run", str(path), *options])
-    if code == INTERRUPTED:
-        raise KeyboardInterrupt
-    if code == 2:
-        raise ConfigError(f"{path}: the sweep tool refused it (its line above)")
-    if sweeps_command.main(["report", str(path)]) == 2:
-        print(f"{path}: no finished run to report")
+    the run's exit code (1: some failed). The sweep command's SIGTERM handler is undone after it."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        code = sweeps_command.main(["run", str(path), *options])
+        if code == INTERRUPTED:
+            raise KeyboardInterrupt
+        if code == 2:
+            raise ConfigError(f"{path}: the sweep tool refused it (its line above)")
+        sweeps_command.main(["report", str(path)])  # no finished run yet, or a bad metric: its own line says so
+    finally:
+        signal.signal(signal.SIGTERM, handler)
     return code
 
 
@@ -102,7 +130,7 @@ def run_stage(stage: Stage, output_dir: Path, data: dict[str, Path | None], opti
     finally:
         seconds = time.perf_counter() - start
         total = add_time(output_dir, stage.name, seconds)
-        print(f"{stage.name}: {seconds / 60:.1f} min this time, {total / 60:.1f} in all", flush=True)
+        print(f"{stage.name}: {seconds / 60:.1f} min this time, {total / 60:.1f} min in all", flush=True)
 
 
 def add_time(output_dir: Path, name: str, seconds: float) -> float:

@@ -135,7 +135,7 @@ def read_data_file(task: GlueTask, path: Path) -> list[Example]:
     raise ConfigError(f"{path}: unsupported data file type {path.suffix!r} (use .tsv, .csv, .json or .jsonl)")
 
 
-def _split_file(folder: Path, stem: str, required: bool) -> Path | None:
+def split_file(folder: Path, stem: str, required: bool) -> Path | None:
     for suffix in (".tsv", ".jsonl", ".json", ".csv"):
         if (folder / f"{stem}{suffix}").is_file():
             return folder / f"{stem}{suffix}"
@@ -146,10 +146,10 @@ def _split_file(folder: Path, stem: str, required: bool) -> Path | None:
 
 def read_glue_dir(task: GlueTask, glue_dir: Path) -> TaskData:
     folder = glue_dir / task.glue_dir
-    train_path = _split_file(folder, "train", required=True)
+    train_path = split_file(folder, "train", required=True)
     evals = {}
     for split, stem in task.eval_files.items():
-        path = _split_file(folder, stem, required=split not in task.optional_eval)
+        path = split_file(folder, stem, required=split not in task.optional_eval)
         if path is not None:
             evals[split] = read_data_file(task, path)
     return TaskData(read_data_file(task, train_path), evals, str(folder))
