@@ -19,7 +19,7 @@ from lorakit.reproduce.__main__ import main
 from lorakit.reproduce.report import all_claims
 from lorakit.reproduce.runs import LearnedRule, claims_runs, learned_rule
 from lorakit.reproduce.scale import SHIPPED, Stage, glue_source, load_scale, scale_file
-from lorakit.reproduce.stages import check_stage, sweep_mapping, write_sweep_file
+from lorakit.reproduce.stages import check_stage, longer_mapping, sweep_mapping, write_sweep_file
 from lorakit.sweeps.spec import load_sweep
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def tiny_scale(folder: Path, tiny_bert_dir: Path) -> Path:
         {"name": "widthcheck", "kind": "widthcheck", "settings": {
             "archs": ["bert"], "widths": [64, 128], "head_size": 32, "layers": 1, "seeds": 1, "steps": 3, "rank": 4,
             "rank_sweep": False, "text": str(folder / "text.txt")}},
-        {"name": "glue_tiny", "kind": "sweep", "data": ["glue"], "tie": 0.003, "sweep": {
+        {"name": "glue_tiny", "kind": "sweep", "data": ["glue"], "tie": 0.003, "longer": {"max_steps": 8}, "sweep": {
             "task": "glue",
             "base": {"model_name_or_path": str(tiny_bert_dir), "task_name": "sst2", "max_steps": 4,
                      "per_device_train_batch_size": 8, "lora_diagnostics_steps": 2},
@@ -63,9 +63,10 @@ def kill_when(proc: subprocess.Popen, ready, seconds: float = 240) -> None:
 
 
 def done_runs(out: Path) -> dict[Path, float]:
-    """Each finished sweep run's folder → its metrics.json's modification time."""
+    """Each finished sweep run's folder (of the glue_tiny stage, or of `out` itself) → its metrics.json's
+    modification time."""
     found = {}
-    for metrics in out.glob("glue_tiny/runs/*/metrics.json"):
+    for metrics in [*out.glob("glue_tiny/runs/*/metrics.json"), *out.glob("runs/*/metrics.json")]:
         if json.loads(metrics.read_text()).get("status") in ("done", "diverged"):
             found[metrics.parent] = metrics.stat().st_mtime
     return found
@@ -95,6 +96,10 @@ def test_a_tiny_scale_killed_at_several_points_finishes_on_rerun_repeating_no_fi
         assert len(json.loads((run_dir / "attempts.json").read_text())) == 1
     claims = pd.read_csv(out / "claims.csv")
     assert set(claims["stage"]) == {"toy", "widthcheck", "glue_tiny"}
+    longer = claims[claims["claim"].str.startswith("best runs stopped improving")]
+    assert len(longer) == 1 and longer["detail"].iloc[0].count("Init[") == 2  # each init's best lr, trained longer
+    for init in "AB":
+        assert len(done_runs(out / "glue_tiny" / f"longer_{init}")) == 1
     assert set(claims["verdict"]) <= {"PASS", "FAIL", "TIE", "UNDECIDED"}
     report = (out / "report.md").read_text()
     assert "Wall time" in report and "## Claims" in report and (out / "reproduction.png").stat().st_size > 0
@@ -200,6 +205,23 @@ def test_a_stage_part_way_or_not_run_is_undecided_and_a_finished_one_judged(tmp_
     judged = all_claims([stage], tmp_path)
     assert len(judged) == 6 and "1 failed runs count as not learning" in judged["detail"].iloc[0]
     assert judged.set_index("claim")["verdict"]["largest lr that still learns: Init[A] > Init[B]"] == "TIE"  # 1e-3
+
+
+def test_the_best_runs_trained_longer_say_whether_they_had_stopped_improving(tmp_path, tiny_bert_dir, tiny_glue_dir):
+    stage, folder = tiny_stage(tmp_path, tiny_bert_dir, tiny_glue_dir)
+    stage.longer = {"max_steps": 4}
+    mapping = longer_mapping(stage, tmp_path, {"glue": tiny_glue_dir}, "B", 1e-2)
+    assert mapping["base"]["max_steps"] == 4 and mapping["base"]["lora_init"] == "B"
+    assert mapping["grid"] == {"seed": [42]} and mapping["output_root"] == str(folder / "longer_B")
+    results_table(final_eval_accuracy=[0.9, 0.5, 0.56, 0.8]).to_csv(folder / "results.csv", index=False)
+    pd.DataFrame({"lora_init": ["A", "B"], "best_lr": [1e-3, 1e-3]}).to_csv(folder / "best.csv", index=False)
+    for init, gain in (("A", 0.001), ("B", 0.02)):
+        (folder / f"longer_{init}").mkdir()
+        longer = {"seed": [0], "status": ["done"], "final_eval_accuracy": [{"A": 0.9, "B": 0.56}[init] + gain]}
+        pd.DataFrame(longer).to_csv(folder / f"longer_{init}" / "results.csv", index=False)
+    row = all_claims([stage], tmp_path).set_index("claim").filter(like="stopped improving", axis=0).iloc[0]
+    assert row["verdict"] == "FAIL"  # Init[B] gained 2 points from twice the training: it was still improving
+    assert row["init_a"] == pytest.approx(0.001) and row["init_b"] == pytest.approx(0.02)
 
 
 def test_a_rerun_with_other_data_options_is_refused(tmp_path, tiny_bert_dir, tiny_glue_dir):

@@ -14,10 +14,10 @@ import pandas as pd  # noqa: E402
 from lorakit.core.atomic import replace_atomically, write_csv_atomic  # noqa: E402
 from lorakit.core.errors import ConfigError  # noqa: E402
 from lorakit.core.run_folder import read_json_file  # noqa: E402
-from lorakit.reproduce.claims import FAIL, NA, PASS, judge_claims  # noqa: E402
+from lorakit.reproduce.claims import FAIL, NA, PASS, direction, judge_claims  # noqa: E402
 from lorakit.reproduce.runs import claims_runs, learned_rule  # noqa: E402
 from lorakit.reproduce.scale import Scale, Stage  # noqa: E402
-from lorakit.reproduce.stages import STAGE_RECORD, SWEEP_FILE, read_timings  # noqa: E402
+from lorakit.reproduce.stages import LONGER, STAGE_RECORD, SWEEP_FILE, best_lrs, read_timings  # noqa: E402
 from lorakit.sweeps.report import COLOURS, with_defaults  # noqa: E402
 from lorakit.sweeps.spec import fixed_values, load_sweep  # noqa: E402
 
@@ -48,7 +48,38 @@ def sweep_claims(stage: Stage, folder: Path) -> pd.DataFrame:
         return undecided(stage, str(err))
     failed = int(results["status"].eq("failed").sum())
     detail = f"{sweep.metric}; learned: {rule}" + (f"; {failed} failed runs count as not learning" if failed else "")
-    return table.assign(stage=stage.name, detail=detail)
+    table = table.assign(stage=stage.name, detail=detail)
+    if stage.longer:
+        table = pd.concat([table, pd.DataFrame([longer_claim(stage, folder, runs, sweep)])], ignore_index=True)
+    return table
+
+
+def longer_claim(stage: Stage, folder: Path, runs: pd.DataFrame, sweep) -> dict:
+    """Whether the best runs had stopped improving: each init's best lr trained longer (its first seed) against the
+    same run in the stage; PASS when neither gains more than `tie`, FAIL when one does."""
+    gains, notes = {}, []
+    for init, lr in best_lrs(folder).items():
+        path = folder / f"{LONGER}{init}" / "results.csv"
+        longer = pd.read_csv(path) if path.exists() else pd.DataFrame()
+        done = longer[longer["status"] == "done"] if "status" in longer else longer
+        if done.empty or f"final_{sweep.metric}" not in done:
+            continue
+        seed = done["seed"].iloc[0]
+        at = runs["lr"].map(lambda v: float(f"{v:.6g}")) == float(f"{lr:.6g}")
+        mine = runs[(runs["init"] == init) & at & (runs["seed"] == seed)]
+        gain = (float(done[f"final_{sweep.metric}"].iloc[0]) - float(mine["metric"].mean())) * direction(
+            sweep.higher_is_better
+        )
+        gains[init] = gain
+        notes.append(f"Init[{init}] at lr {lr:g}, seed {seed}: {gain:+.4g}")
+    claim = f"best runs stopped improving: {stage.longer} gains ≤ {stage.tie:g}"
+    if set(gains) != {"A", "B"} or any(np.isnan(g) for g in gains.values()):
+        verdict = NA
+    else:
+        verdict = FAIL if max(gains.values()) > stage.tie else PASS
+    detail = "; ".join(notes) or "the longer runs have not finished"
+    return {"stage": stage.name, "claim": claim, "verdict": verdict, "init_a": gains.get("A", np.nan),
+            "init_b": gains.get("B", np.nan), "detail": detail}  # fmt: skip
 
 
 def verdict(value) -> str:

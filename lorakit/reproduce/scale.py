@@ -10,6 +10,8 @@
         tie: 0.003            # best metric: |Init[A] − Init[B]| within this is a tie, in the metric's units
         chance: 0.5           # optional: the accuracy of guessing (default 1 / labels; the majority class's rate
                               # for an unbalanced task such as MRPC or CoLA)
+        longer: {num_train_epochs: 2}   # optional: rerun each init's best lr (first seed) with these settings, to
+                                        # see whether the best runs had stopped improving
         sweep: {task: glue, base: {task_name: sst2}, grid: {learning_rate: [1e-3, 2e-3], lora_init: [A, B],
                 seed: [0, 1, 2]}}                  # a sweep file's mapping (data: [glue] sets its metric)
 
@@ -31,7 +33,7 @@ from lorakit.tasks.glue.data import split_file
 
 KINDS = ("toy", "widthcheck", "sweep")
 SHIPPED = ("quick", "cpu", "paper")
-STAGE_KEYS = {"name", "kind", "settings", "sweep", "data", "tie", "chance"}
+STAGE_KEYS = {"name", "kind", "settings", "sweep", "data", "tie", "chance", "longer"}
 # A data option of the command → the run setting it fills (glue is special: see `glue_source`).
 DATA_SETTINGS = {"glue": "glue_dir", "wikitext": "data_dir", "gsm8k": "data_dir", "flan": "train_file",
                  "mmlu": "mmlu_path"}  # fmt: skip
@@ -48,6 +50,7 @@ class Stage:
     data: list[str] = field(default_factory=list)
     tie: float | None = None
     chance: float | None = None  # a classifier's accuracy by guessing; default 1 / number of labels
+    longer: dict = field(default_factory=dict)  # settings that train a run longer, for the check of convergence
 
 
 @dataclass
@@ -93,11 +96,11 @@ def read_stage(raw, where: str) -> Stage:
         raise ConfigError(f"{where} ({name}): kind must be one of {', '.join(KINDS)}, got {kind!r}")
     where = f"{where} ({name})"
     stage = Stage(name, kind, *(typed(raw, key, where) for key in ("settings", "sweep", "data")))
-    stage.tie, stage.chance = raw.get("tie"), raw.get("chance")
+    stage.tie, stage.chance, stage.longer = raw.get("tie"), raw.get("chance"), typed(raw, "longer", where)
     if kind == "sweep":
         check_sweep_stage(stage, where)
-    elif stage.sweep or stage.data or stage.tie is not None or stage.chance is not None:
-        raise ConfigError(f"{where}: sweep, data, tie and chance are for sweep stages")
+    elif stage.sweep or stage.data or stage.tie is not None or stage.chance is not None or stage.longer:
+        raise ConfigError(f"{where}: sweep, data, tie, chance and longer are for sweep stages")
     return stage
 
 
@@ -133,6 +136,9 @@ def check_sweep_stage(stage: Stage, where: str) -> None:
         raise ConfigError(f"{where}: data must list some of {', '.join(DATA_SETTINGS)}, got {bad[0]!r}")
     if "glue" in stage.data and "task_name" not in (stage.sweep.get("base") or {}):
         raise ConfigError(f"{where}: data: [glue] needs the stage's task_name in sweep.base")
+    others = sorted(set(stage.sweep.get("grid") or {}) - {"learning_rate", "lora_init", "seed"})
+    if stage.longer and others:
+        raise ConfigError(f"{where}: longer needs a grid of learning_rate, lora_init and seed only, not {others[0]}")
 
 
 def load_scale(scale: str) -> Scale:

@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from lorakit.core.atomic import replace_atomically, write_json_atomic
@@ -25,7 +26,7 @@ from lorakit.widthcheck import __main__ as widthcheck_command
 from lorakit.widthcheck.arguments import WidthCheckArguments
 from lorakit.widthcheck.models import make_batch
 
-TIMINGS, STAGE_RECORD, SWEEP_FILE = "timings.json", "stage.json", "sweep.yaml"
+TIMINGS, STAGE_RECORD, SWEEP_FILE, LONGER = "timings.json", "stage.json", "sweep.yaml", "longer_"
 INTERRUPTED = 130
 
 
@@ -61,10 +62,44 @@ def write_sweep_file(stage: Stage, output_dir: Path, data: dict[str, Path | None
         folder = output_dir / stage.name
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / STAGE_RECORD, {"stage": stage.name, "data": note, "settings": filled})
-    header = f"# Written by python -m lorakit.reproduce (stage {stage.name}); data: {note}\n"
-    text = header + yaml.safe_dump(mapping, sort_keys=False, allow_unicode=True)
+    return write_mapping(mapping, folder, f"stage {stage.name}; data: {note}")
+
+
+def write_mapping(mapping: dict, folder: Path, about: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = f"# Written by python -m lorakit.reproduce ({about})\n" + yaml.safe_dump(mapping, sort_keys=False)
     replace_atomically(folder / SWEEP_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return folder / SWEEP_FILE
+
+
+def longer_mapping(stage: Stage, output_dir: Path, data: dict[str, Path | None], init: str, lr: float) -> dict:
+    """The stage's sweep reduced to one init at one lr and its first seed, trained longer (`stage.longer`), into
+    ``<stage>/longer_<init>/``."""
+    mapping = sweep_mapping(stage, output_dir, data)[0]
+    base = mapping["base"] | stage.longer | {"learning_rate": lr, "lora_init": init}
+    seeds, seed = (mapping.get("grid") or {}).get("seed"), base.pop("seed", 42)  # 42: the Trainer's default
+    seed = seeds[0] if seeds else seed
+    folder = output_dir / stage.name / f"{LONGER}{init}"
+    return mapping | {"name": f"{stage.name}_{LONGER}{init}", "output_root": str(folder), "base": base,
+                      "grid": {"seed": [seed]}}  # fmt: skip
+
+
+def best_lrs(folder: Path) -> dict[str, float]:
+    """Each init's best lr, from the sweep report's best.csv (none where no lr counted)."""
+    if not (folder / "best.csv").exists():
+        return {}
+    best = pd.read_csv(folder / "best.csv").dropna(subset=["best_lr"])
+    return {str(row["lora_init"]): float(row["best_lr"]) for row in best.to_dict("records")}
+
+
+def run_longer(stage: Stage, output_dir: Path, data: dict[str, Path | None], options: list[str]) -> int:
+    """Each init's best lr once more, trained longer: did the best runs stop improving? Returns the worst exit."""
+    code = 0
+    for init, lr in best_lrs(output_dir / stage.name).items():
+        mapping = longer_mapping(stage, output_dir, data, init, lr)
+        path = write_mapping(mapping, Path(mapping["output_root"]), f"stage {stage.name}, trained longer")
+        code = max(code, run_sweep(path, options))
+    return code
 
 
 def check_same_data(stage: Stage, output_dir: Path, data: dict[str, Path | None]) -> None:
@@ -99,6 +134,9 @@ def check_stage(stage: Stage, output_dir: Path, data: dict[str, Path | None]) ->
         sweep = load_sweep(write_sweep_file(stage, output_dir, data, Path(scratch)))
         runs = len(validate(sweep))
         rule = learned_rule(sweep, stage.chance)
+        if stage.longer:  # its lr is known once the stage has run: checked here at the grid's first
+            first = (stage.sweep.get("grid") or {}).get("learning_rate", [1e-3])[0]
+            validate(load_sweep(write_mapping(longer_mapping(stage, output_dir, data, "A", first), Path(scratch), "")))
     return f"{runs} runs, each parsed by the {sweep.task} task; learned: {rule}"
 
 
@@ -126,7 +164,8 @@ def run_stage(stage: Stage, output_dir: Path, data: dict[str, Path | None], opti
             return experiment.run(experiment.prepare(stage_argv(stage, output_dir)))
         if stage.kind == "widthcheck":
             return widthcheck_command.run(widthcheck_command.prepare(stage_argv(stage, output_dir)))
-        return run_sweep(write_sweep_file(stage, output_dir, data), list(options))
+        code = run_sweep(write_sweep_file(stage, output_dir, data), list(options))
+        return run_longer(stage, output_dir, data, list(options)) if stage.longer and code == 0 else code
     finally:
         seconds = time.perf_counter() - start
         total = add_time(output_dir, stage.name, seconds)
