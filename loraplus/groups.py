@@ -1,6 +1,6 @@
 """LoRA+ optimizer groups: one explicit rule decides each trainable parameter's learning rate and weight decay.
 
-The rule (reference LoRA+, Hayou et al. 2024, so numbers stay comparable):
+The rule (reference LoRA+, Hayou et al. 2024, so numbers stay comparable, with one difference below):
 
 | group          | parameters                                        | lr                    | weight decay |
 |----------------|---------------------------------------------------|-----------------------|--------------|
@@ -8,6 +8,11 @@ The rule (reference LoRA+, Hayou et al. 2024, so numbers stay comparable):
 | B              | lora_B weights (and decayed 1-D parameters)       | lr · ratio            | weight_decay |
 | B_no_decay     | biases and norm weights                           | lr · ratio            | 0            |
 | embedding      | lora_embedding_A / lora_embedding_B               | loraplus_lr_embedding | weight_decay |
+
+The one difference from the reference: a trainable normalization weight that is not an ``nn.LayerNorm`` (RMSNorm, as
+in Llama) gets no weight decay here, as the Hugging Face Trainer's own rule has it (no decay for parameters named
+``*norm*``); the reference exempts only ``nn.LayerNorm`` weights and biases, so with weight decay > 0 it decays an
+RMSNorm weight, in group B. LoRA trains no norm weights unless they are in ``modules_to_save``.
 
 With ``head_group=True`` the task head (PEFT's ``modules_to_save`` copies) leaves those groups for ``head`` and
 ``head_no_decay``, both at the base lr. Empty groups are dropped, and every trainable parameter lands in exactly one

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 
@@ -10,6 +11,7 @@ import run_glue
 import run_llm
 from lorakit.core.errors import ConfigError
 from lorakit.core.parsing import parse_args
+from lorakit.models.loading import nf4_settings, sharded
 from lorakit.sweeps.spec import GPU_FLAGS_OFF  # GPU-only flags set false: this machine has no CUDA
 
 ARGUMENT_TYPES = run_glue.TASK.argument_types
@@ -94,3 +96,11 @@ def test_missing_config_file():
 def test_every_recipe_says_where_its_settings_come_from(path):
     header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
     assert "Appendix C" in header or "the toolkit's own" in header or "Provenance" in header
+
+
+def test_a_4bit_base_sharded_by_fsdp_stores_its_weights_in_bf16(monkeypatch):
+    """launch/a10x4_fsdp_qlora.yaml: under FSDP the packed 4-bit weights are stored in the dtype FSDP shards."""
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert "bnb_4bit_quant_storage" not in nf4_settings() and not sharded()
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch sets for an FSDP config
+    assert nf4_settings()["bnb_4bit_quant_storage"] == torch.bfloat16 and sharded()

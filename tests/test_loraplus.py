@@ -6,6 +6,7 @@ from peft import LoraConfig, get_peft_model
 from peft.optimizers import create_loraplus_optimizer as peft_create_loraplus_optimizer
 from torch import nn
 from transformers import RobertaConfig, RobertaForSequenceClassification, TrainingArguments
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from init_schemes import InitSpec
 from lorakit.models.arguments import LoraArguments
@@ -143,3 +144,12 @@ def test_trainer_uses_loraplus_groups_only_when_a_ratio_is_set(tmp_path):
 def test_ratio_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="loraplus_lr_ratio: must be > 0"):
         LoraTrainingArguments(output_dir=str(tmp_path), loraplus_lr_ratio=0)
+
+
+def test_a_trainable_rmsnorm_weight_gets_no_weight_decay_unlike_the_reference():
+    """The one documented difference from the LoRA+ reference (loraplus/groups.py): RMSNorm weights are not decayed."""
+    model = torch.nn.ModuleDict({"input_layernorm": LlamaRMSNorm(8), "proj": torch.nn.Linear(8, 8)})
+    groups = {g["name"]: g for g in groups_of(model, lr=1e-3, loraplus_lr_ratio=4, weight_decay=0.1)}
+    assert groups["B_no_decay"]["param_names"] == ["input_layernorm.weight", "proj.bias"]
+    assert groups["B_no_decay"]["weight_decay"] == 0.0 and groups["B_no_decay"]["lr"] == pytest.approx(4e-3)
+    assert groups["A"]["param_names"] == ["proj.weight"] and groups["A"]["weight_decay"] == 0.1

@@ -3,6 +3,7 @@
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -100,12 +101,22 @@ def quantization_config(model_args: ModelArguments):
 
     if model_args.load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-    )
+    return BitsAndBytesConfig(**nf4_settings())
+
+
+def nf4_settings() -> dict:
+    """The 4-bit base: NF4, double quantization, bf16 compute; under FSDP its packed weights are stored in bf16, the
+    dtype FSDP shards (one dtype per wrapped unit)."""
+    settings = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True}
+    settings["bnb_4bit_compute_dtype"] = torch.bfloat16
+    return settings | ({"bnb_4bit_quant_storage": torch.bfloat16} if sharded() else {})
+
+
+def sharded() -> bool:
+    """Whether this process was launched to shard the model with FSDP (`accelerate launch` with an FSDP config): a
+    4-bit base then stores its packed weights in bf16, is placed by FSDP rather than on this process's GPU, and keeps
+    its bf16 norms (FSDP wraps one dtype per unit). Not yet run on GPUs here; see launch/a10x4_fsdp_qlora.yaml."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
 
 
 def load_tokenizer(model_path: str, model_args: ModelArguments):
@@ -144,7 +155,8 @@ def load_causal_lm(model_path: str, model_args: ModelArguments, gradient_checkpo
 
 def _load(auto_class, model_path: str, model_args: ModelArguments, **kwargs):
     quant = quantization_config(model_args)
-    placement = {"device_map": {"": PartialState().local_process_index}} if quant is not None else {}
+    placing = quant is not None and not sharded()
+    placement = {"device_map": {"": PartialState().local_process_index}} if placing else {}
     return auto_class.from_pretrained(
         model_path,
         cache_dir=model_args.cache_dir,
@@ -158,6 +170,11 @@ def _load(auto_class, model_path: str, model_args: ModelArguments, **kwargs):
 
 def _prepare_quantized(model, gradient_checkpointing: bool):
     if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return model
+    if sharded():  # no fp32 upcast of the norms: FSDP wraps one dtype per unit
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
         return model
     return prepare_model_for_kbit_training(
         model,

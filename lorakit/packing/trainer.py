@@ -20,6 +20,7 @@ from torch import nn
 
 from init_schemes import apply_init
 from lorakit.core.errors import ConfigError
+from lorakit.packing.boards import member_keys
 from lorakit.packing.layers import pack_states, peft_named_parameters
 from lorakit.training.trainer import LoraTrainer
 from loraplus import optimizer_from_groups
@@ -86,6 +87,7 @@ class PackedTrainer(LoraTrainer):
         for name, value in loss_scaling.items():  # as the single runs' Trainer (see `single_run_trainer`)
             setattr(self, name, value)
         self.adapter_params = [[p for g in groups for p in g["params"]] for groups in adapter_groups]
+        self.loss_sums, self.loss_steps = None, 0  # each adapter's step losses since the last log
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -121,6 +123,8 @@ class PackedTrainer(LoraTrainer):
             return torch.tensor(0.0)
         if not self.model_accepts_loss_kwargs:
             losses = losses / self.current_gradient_accumulation_steps  # this step's micro-batches
+        self.loss_sums = losses if self.loss_sums is None else self.loss_sums + losses
+        self.loss_steps += 1
         grads = [[p.grad for p in self.adapter_params[i] if p.grad is not None] for i in live]
         zero = losses.new_zeros(())
         norms = torch.stack([torch.nn.utils.get_total_norm(g).to(zero.device) if g else zero for g in grads])
@@ -168,8 +172,26 @@ class PackedTrainer(LoraTrainer):
             if step >= 0:
                 self.freeze(index, "", step)  # the reason was kept when it happened (see PackResults)
 
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        """The Trainer's log, plus each live adapter's own loss and learning rates (`lorakit.packing.boards`)."""
+        if "loss" in logs and self.loss_steps:
+            losses = (self.loss_sums / self.loss_steps).tolist()
+            self.loss_sums, self.loss_steps = None, 0
+            logs = {**logs, **member_keys(losses, self.member_learning_rates(), list(self.model.live))}
+        super().log(logs, *args, **kwargs)
+
+    def member_learning_rates(self) -> list[dict[str, float]]:
+        """Each adapter's groups → their learning rate now (the optimizer holds adapter 0's groups, then 1's…)."""
+        if self.optimizer is None:
+            return [{} for _ in self.adapter_groups]
+        groups, rates = iter(self.optimizer.param_groups), []
+        for adapter in self.adapter_groups:
+            rates.append({g.get("name") or str(j): next(groups)["lr"] for j, g in enumerate(adapter)})
+        return rates
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         metrics = self.evaluate_fn(self.state.global_step, self.state.epoch)
+        self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 

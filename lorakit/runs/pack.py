@@ -13,6 +13,7 @@ import torch
 from transformers import set_seed
 
 from lorakit.dynamics.callback import Member, add_diagnostics
+from lorakit.packing.boards import MemberBoards
 from lorakit.packing.probe import longest, probe_args
 from lorakit.packing.results import PackResults, train_pack
 from lorakit.packing.trainer import PackedTrainer, check_packable, initial_states, pack_for_training
@@ -93,6 +94,7 @@ def run_pack(task: Task | str, argvs: list[list[str]], pack_dir: str | None = No
     )  # fmt: skip
     members = [Member(k, Path(a.training.output_dir), f"diag/{k}/") for k, a in enumerate(arguments)]
     add_diagnostics(trainer, arguments[0].training, members)
+    trainer.add_callback(MemberBoards([member.folder for member in members]))
 
     def final_metrics() -> dict[int, dict]:
         return task.final_pack_metrics(trainer, model, results, evaluate, prepared)

@@ -42,6 +42,7 @@ def run_config(task: Task, args: RunArguments, prepared: Prepared, model, init_r
     a resumed attempt must share, the optimizer groups and the precision."""
     extras = {"model_path": prepared.model_path, "init": init_record, "data_sizes": task.data_record(prepared)}
     extras["settings"] = run_settings(args.sections())
+    extras["world_size"] = args.training.world_size  # data-parallel processes: the global batch is this × the device's
     return resolved_config(args.sections(), {**extras, **args.training.training_record(model)})
 
 

@@ -27,6 +27,7 @@ from transformers import TrainerCallback
 from lorakit.core.atomic import write_json_atomic
 from lorakit.core.run_folder import checkpoint_step, read_json_file
 from lorakit.core.secrets import redact_argv, redact_settings
+from lorakit.training.card import write_model_card
 
 logger = logging.getLogger(__name__)
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "numpy", "scikit-learn", "scipy")
@@ -151,9 +152,12 @@ class RunRecorder:
         self._write()
 
     def finish(self, status: str, final: dict | None = None, **details) -> None:
+        """Record the outcome; a run done (its adapter saved) gets its model card, README.md."""
         self.attempt["status"] = status
         self.state.update(status=status, final=final, **details)
         self._write()
+        if status == "done" and self.enabled:
+            write_model_card(self.dir)
 
     def _write(self) -> None:
         self.attempt["wall_time_s"] = round(time.time() - self._started, 1)
@@ -234,6 +238,7 @@ def train_and_finish(trainer, recorder: RunRecorder, monitor: RunMonitor, final_
         logger.warning("diverged at step %d: %s", monitor.diverged_at_step, monitor.reason)
         return None
     final = final_metrics()
+    recorder.record("final", final)  # in the model card a push of save_model uploads
     trainer.save_model(args.output_dir)
     recorder.finish("done", final=final)
     return final

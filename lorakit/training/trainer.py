@@ -5,12 +5,14 @@ sampler seeded per epoch (so a resumed run is exact), and fewer per-step walks o
 import contextlib
 import logging
 import types
+from pathlib import Path
 
 import torch
 from accelerate.utils import DistributedType
 from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from lorakit.training.card import write_model_card
 from loraplus import describe_param_groups, optimizer_from_groups
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,10 @@ class LoraTrainer(Trainer):
     def train(self, *args, **kwargs):
         with cheap_mode_switches(self.model):
             return super().train(*args, **kwargs)
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """The card `push_to_hub` uploads is the run's own (`lorakit.training.card`), not the Trainer's generic one."""
+        write_model_card(Path(self.args.output_dir))
 
     def floating_point_ops(self, inputs: dict) -> int:
         """The Trainer's estimate (6 × tokens × non-embedding parameters), with the parameter count taken once."""

@@ -1,0 +1,48 @@
+"""A pack's configurations in the loggers: each its own TensorBoard run with its own loss, learning rates per group
+and evaluations, named as a single run names them."""
+
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lorakit.packing.boards import member_keys, member_logs
+from lorakit.runs.pack import run_pack
+
+TRAIN = ["--max_steps", "4", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--eval_strategy",
+         "steps", "--eval_steps", "2", "--report_to", "tensorboard", "--lora_dropout", "0", "--loraplus_lr_ratio",
+         "4"]  # fmt: skip
+
+
+def scalars(member: Path) -> dict[str, list[tuple[int, float]]]:
+    (folder,) = (member / "runs").iterdir()
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_a_pack_of_two_writes_two_tensorboard_runs_with_their_own_curves(tmp_path, tiny_bert_dir, tiny_glue_dir):
+    common = ["--model_name_or_path", str(tiny_bert_dir), "--task_name", "sst2", "--glue_dir", str(tiny_glue_dir)]
+    runs = {"A": ("A", "1e-2"), "B": ("B", "3e-1")}
+    members = [[*common, *TRAIN, "--lora_init", init, "--learning_rate", lr, "--output_dir", str(tmp_path / name)]
+               for name, (init, lr) in runs.items()]  # fmt: skip
+    assert run_pack("glue", members, str(tmp_path / "pack")) == 0
+    curves = {name: scalars(tmp_path / name) for name in runs}
+    for name, found in curves.items():
+        assert [step for step, _ in found["train/loss"]] == [1, 2, 3, 4], name
+        assert {"train/learning_rate", "train/learning_rate/A", "train/learning_rate/B", "eval/accuracy"} <= set(found)
+        ratio = found["train/learning_rate/B"][0][1] / found["train/learning_rate/A"][0][1]
+        assert ratio == pytest.approx(4)  # LoRA+: the member's own groups
+    assert curves["A"]["train/loss"] != curves["B"]["train/loss"]  # each its own loss, not the pack's sum
+    assert curves["B"]["train/learning_rate"][0][1] == pytest.approx(30 * curves["A"]["train/learning_rate"][0][1])
+
+
+def test_a_packs_log_splits_into_each_members_log_named_as_a_single_runs():
+    logs = {"loss": 3.0, **member_keys([1.0, 2.0], [{"A": 1e-3, "B": 4e-3}, {"A": 2e-3}], live=[0, 1])}
+    logs |= {"eval_0_accuracy": 0.9, "eval_1_accuracy": 0.6, "diag/1/rms_z_a": 0.5, "eval_10_loss": 9.0}
+    assert member_logs(logs, 0) == {"loss": 1.0, "learning_rate": 1e-3, "learning_rate/A": 1e-3,
+                                    "learning_rate/B": 4e-3, "eval_accuracy": 0.9}  # fmt: skip
+    assert member_logs(logs, 1) == {"loss": 2.0, "learning_rate": 2e-3, "learning_rate/A": 2e-3,
+                                    "eval_accuracy": 0.6, "diag/rms_z_a": 0.5}  # fmt: skip
+    assert member_logs(logs, 10) == {"eval_loss": 9.0}
+    assert "loss/0" not in member_keys([1.0, 2.0], [{}, {}], live=[1])  # a diverged member logs nothing more
