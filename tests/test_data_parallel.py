@@ -23,10 +23,10 @@ def test_two_processes_train_the_adapter_of_one_at_the_same_global_batch(
 ):
     argv = ["--model_name_or_path", str(no_dropout_bert), "--task_name", "sst2", "--glue_dir", str(tiny_glue_dir),
             "--max_steps", "3", "--lora_dropout", "0", "--lora_init", init, "--loraplus_lr_ratio", "4",
-            "--learning_rate", "5e-2", "--eval_strategy", "no", "--seed", "0"]  # fmt: skip
+            "--learning_rate", "5e-2", "--eval_strategy", "no", "--seed", "0", "--use_cpu", "true"]  # fmt: skip
     assert run_glue.main([*argv, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "one")]) == 0
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(PROJECT / "run_glue.py")]
-    two = [*argv, "--per_device_train_batch_size", "4", "--use_cpu", "true", "--output_dir", str(tmp_path / "two")]
+    two = [*argv, "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "two")]
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*torchrun, *two], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -34,7 +34,7 @@ def test_a_merged_classifier_gives_the_adapters_logits(tmp_path, tiny_bert_dir, 
     argv = ["--model_name_or_path", str(tiny_bert_dir), "--task_name", "mnli", "--glue_dir", str(tiny_glue_dir)]
     assert run_glue.main([*argv, "--output_dir", str(run_dir), *TRAIN]) == 0
     assert main([str(run_dir), "--merge", "true"]) == 0
-    merged = run_dir / "merged"
+    merged = tmp_path / "run-merged"
     assert json.loads((merged / "export.json").read_text())["init"]["scheme"] == "B"
     logits_agree(AutoModelForSequenceClassification, tiny_bert_dir, run_dir, merged, "a quiet delight", num_labels=3)
 

@@ -28,13 +28,17 @@ def test_a_pack_of_two_writes_two_tensorboard_runs_with_their_own_curves(tmp_pat
                for name, (init, lr) in runs.items()]  # fmt: skip
     assert run_pack("glue", members, str(tmp_path / "pack")) == 0
     curves = {name: scalars(tmp_path / name) for name in runs}
+    pack = scalars(tmp_path / "pack")  # the pack's own run: its summed loss, and adapter 0's learning rate
     for name, found in curves.items():
         assert [step for step, _ in found["train/loss"]] == [1, 2, 3, 4], name
         assert {"train/learning_rate", "train/learning_rate/A", "train/learning_rate/B", "eval/accuracy"} <= set(found)
-        ratio = found["train/learning_rate/B"][0][1] / found["train/learning_rate/A"][0][1]
+        ratio = found["train/learning_rate/B"][1][1] / found["train/learning_rate/A"][1][1]
         assert ratio == pytest.approx(4)  # LoRA+: the member's own groups
+    assert curves["A"]["train/learning_rate"] == pack["train/learning_rate"]  # the rate each step was taken at
+    assert curves["B"]["train/learning_rate"][1][1] == pytest.approx(30 * curves["A"]["train/learning_rate"][1][1])
     assert curves["A"]["train/loss"] != curves["B"]["train/loss"]  # each its own loss, not the pack's sum
-    assert curves["B"]["train/learning_rate"][0][1] == pytest.approx(30 * curves["A"]["train/learning_rate"][0][1])
+    total = [a + b for (_, a), (_, b) in zip(curves["A"]["train/loss"], curves["B"]["train/loss"], strict=True)]
+    assert total == pytest.approx([value for _, value in pack["train/loss"]], rel=1e-4)
 
 
 def test_a_packs_log_splits_into_each_members_log_named_as_a_single_runs():

@@ -17,7 +17,7 @@ from pathlib import Path
 from lorakit.core.errors import ConfigError
 
 WEIGHT_FILES = ("adapter_model.safetensors", "pack_adapters.safetensors", "model.safetensors", "pytorch_model.bin")
-RECORDS = ("metrics.json", "run_config.json")  # what --overwrite_output_dir removes, with the checkpoints
+RECORDS = ("metrics.json", "run_config.json", "README.md")  # what --overwrite_output_dir removes, with checkpoints
 
 
 def read_json_file(path: Path):

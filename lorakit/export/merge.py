@@ -3,8 +3,8 @@ HF format with the tokenizer and a record of where it came from (``export.json``
 
 from pathlib import Path
 
+import torch
 from peft import PeftModel
-from safetensors import safe_open
 from transformers import AutoTokenizer
 
 from lorakit.core.atomic import write_json_atomic
@@ -12,19 +12,10 @@ from lorakit.core.errors import ConfigError
 from lorakit.core.run_folder import read_json_file
 from lorakit.models.arguments import ModelArguments
 from lorakit.models.loading import load_causal_lm, load_sequence_classifier, resolve_model_path
+from lorakit.models.lora import head_labels
 from lorakit.training.records import library_versions
 
-HEAD_WEIGHTS = ("classifier.out_proj.weight", "classifier.weight", "score.weight")  # RoBERTa, BERT, decoders
 TASK_TYPES = ("SEQ_CLS", "CAUSAL_LM")
-
-
-def head_labels(run_dir: Path) -> int:
-    """The number of labels of a classifier run: the rows of the head it trained (saved with the adapter)."""
-    with safe_open(str(run_dir / "adapter_model.safetensors"), "pt") as weights:
-        for key in weights.keys():
-            if key.endswith(HEAD_WEIGHTS):
-                return weights.get_slice(key).get_shape()[0]
-    raise ConfigError(f"run_dir: {run_dir}'s adapter holds no classifier head ({', '.join(HEAD_WEIGHTS)})")
 
 
 def base_path(config: dict, model_args: ModelArguments) -> str:
@@ -36,7 +27,8 @@ def base_path(config: dict, model_args: ModelArguments) -> str:
 
 def load_base(run_dir: Path, config: dict, task_type: str, tokenizer):
     model = dict(config.get("model") or {})
-    model_args = ModelArguments(**(model | {"load_in_4bit": False, "load_in_8bit": False}))
+    unquantized = {"load_in_4bit": False, "load_in_8bit": False, "torch_dtype": "float32"}  # merged in fp32
+    model_args = ModelArguments(**(model | unquantized))
     path = base_path(config, model_args)
     if task_type == "SEQ_CLS":
         return load_sequence_classifier(path, head_labels(run_dir), model_args, tokenizer.pad_token_id), path
@@ -52,6 +44,8 @@ def merge_run(run_dir: Path, output_dir: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     base, path = load_base(run_dir, config, task_type, tokenizer)
     merged = PeftModel.from_pretrained(base, run_dir).merge_and_unload()
+    dtype = getattr(torch, str((config.get("model") or {}).get("torch_dtype", "float32")), torch.float32)
+    merged = merged.to(dtype if isinstance(dtype, torch.dtype) else torch.float32)  # the run's dtype, once merged
     merged.config.use_cache = True  # loaded for training without it; a served model wants it
     merged.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)

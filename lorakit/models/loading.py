@@ -113,9 +113,10 @@ def nf4_settings() -> dict:
 
 
 def sharded() -> bool:
-    """Whether this process was launched to shard the model with FSDP (`accelerate launch` with an FSDP config): a
-    4-bit base then stores its packed weights in bf16, is placed by FSDP rather than on this process's GPU, and keeps
-    its bf16 norms (FSDP wraps one dtype per unit). Not yet run on GPUs here; see launch/a10x4_fsdp_qlora.yaml."""
+    """Whether this process was launched by `accelerate launch` with an FSDP config (which sets ACCELERATE_USE_FSDP;
+    torchrun with the Trainer's --fsdp flag does not, and is not recognized): a 4-bit base then stores its packed
+    weights in bf16, is loaded without a device map, and keeps its bf16 norms (FSDP wraps one dtype per unit). Not
+    yet run on GPUs here; see launch/a10x4_fsdp_qlora.yaml."""
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
 
 

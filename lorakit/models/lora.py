@@ -1,8 +1,11 @@
 """LoRA on a loaded model: stock PEFT wraps it, then the init scheme and the freezing options apply; and the check of
 targets and rank against an architecture built from its config alone."""
 
+from pathlib import Path
+
 import torch
 from peft import LoraConfig, get_peft_model
+from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification
 
 from init_schemes import InitSpec, apply_init, peft_init_value
@@ -66,3 +69,15 @@ def trainable_summary(model: torch.nn.Module) -> str:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
+
+
+HEAD_WEIGHTS = ("classifier.out_proj.weight", "classifier.weight", "score.weight")  # RoBERTa, BERT, decoders
+
+
+def head_labels(run_dir: Path) -> int:
+    """The number of labels of a classifier run: the rows of the head it trained (saved with the adapter)."""
+    with safe_open(str(run_dir / "adapter_model.safetensors"), "pt") as weights:
+        for key in weights.keys():
+            if key.endswith(HEAD_WEIGHTS):
+                return weights.get_slice(key).get_shape()[0]
+    raise ConfigError(f"{run_dir}: the adapter holds no classifier head ({', '.join(HEAD_WEIGHTS)})")

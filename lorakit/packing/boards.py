@@ -2,8 +2,9 @@
 configuration's values by index (`member_keys`: ``loss/<k>``, ``learning_rate/<k>`` and ``learning_rate/<k>/<group>``,
 ``eval_<k>_<metric>``, ``diag/<k>/<quantity>``), which any `report_to` logger plots as separate curves;
 with ``--report_to tensorboard``, `MemberBoards` also writes each configuration's own values, named as a single run
-names them, into its own folder (``<member>/runs/<time>_<host>``), so TensorBoard lists it as a run beside the
-sweep's single runs."""
+names them (and its learning rate per optimizer group as ``learning_rate/<group>``, which a single run does not log),
+into its own folder (``<member>/runs/<time>_<host>``), so TensorBoard lists it as a run beside the sweep's single
+runs. A pack's final evaluation is in each member's metrics.json, not in these logs."""
 
 import re
 from pathlib import Path

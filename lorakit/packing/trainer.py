@@ -88,6 +88,7 @@ class PackedTrainer(LoraTrainer):
             setattr(self, name, value)
         self.adapter_params = [[p for g in groups for p in g["params"]] for groups in adapter_groups]
         self.loss_sums, self.loss_steps = None, 0  # each adapter's step losses since the last log
+        self.step_learning_rates: list[float] = []  # every group's lr in the step just taken (read before it)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -125,6 +126,7 @@ class PackedTrainer(LoraTrainer):
             losses = losses / self.current_gradient_accumulation_steps  # this step's micro-batches
         self.loss_sums = losses if self.loss_sums is None else self.loss_sums + losses
         self.loss_steps += 1
+        self.step_learning_rates = [group["lr"] for group in self.optimizer.param_groups]  # before the scheduler moves
         grads = [[p.grad for p in self.adapter_params[i] if p.grad is not None] for i in live]
         zero = losses.new_zeros(())
         norms = torch.stack([torch.nn.utils.get_total_norm(g).to(zero.device) if g else zero for g in grads])
@@ -181,12 +183,11 @@ class PackedTrainer(LoraTrainer):
         super().log(logs, *args, **kwargs)
 
     def member_learning_rates(self) -> list[dict[str, float]]:
-        """Each adapter's groups → their learning rate now (the optimizer holds adapter 0's groups, then 1's…)."""
-        if self.optimizer is None:
-            return [{} for _ in self.adapter_groups]
-        groups, rates = iter(self.optimizer.param_groups), []
+        """Each adapter's groups → the learning rate of the step just taken, as the Trainer logs its own (read before
+        the scheduler's step; the optimizer holds adapter 0's groups, then 1's…)."""
+        rates, at = [], iter(self.step_learning_rates)
         for adapter in self.adapter_groups:
-            rates.append({g.get("name") or str(j): next(groups)["lr"] for j, g in enumerate(adapter)})
+            rates.append({g.get("name") or f"group{j}": next(at, float("nan")) for j, g in enumerate(adapter)})
         return rates
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):

@@ -157,7 +157,7 @@ class RunRecorder:
         self.state.update(status=status, final=final, **details)
         self._write()
         if status == "done" and self.enabled:
-            write_model_card(self.dir)
+            write_model_card(self.dir)  # a card it cannot write is a warning, never a failed run
 
     def _write(self) -> None:
         self.attempt["wall_time_s"] = round(time.time() - self._started, 1)
@@ -238,7 +238,7 @@ def train_and_finish(trainer, recorder: RunRecorder, monitor: RunMonitor, final_
         logger.warning("diverged at step %d: %s", monitor.diverged_at_step, monitor.reason)
         return None
     final = final_metrics()
-    recorder.record("final", final)  # in the model card a push of save_model uploads
+    trainer.final_metrics = final  # for the model card a push of save_model uploads (`LoraTrainer.create_model_card`)
     trainer.save_model(args.output_dir)
     recorder.finish("done", final=final)
     return final

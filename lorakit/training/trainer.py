@@ -31,8 +31,9 @@ class LoraTrainer(Trainer):
             return super().train(*args, **kwargs)
 
     def create_model_card(self, *args, **kwargs) -> None:
-        """The card `push_to_hub` uploads is the run's own (`lorakit.training.card`), not the Trainer's generic one."""
-        write_model_card(Path(self.args.output_dir))
+        """The card `push_to_hub` uploads is the run's own (`lorakit.training.card`), not the Trainer's generic one;
+        its final metrics are the ones `train_and_finish` hands it before saving."""
+        write_model_card(Path(self.args.output_dir), getattr(self, "final_metrics", None))
 
     def floating_point_ops(self, inputs: dict) -> int:
         """The Trainer's estimate (6 × tokens × non-embedding parameters), with the parameter count taken once."""
