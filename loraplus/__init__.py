@@ -13,6 +13,8 @@ from loraplus.groups import (
     loraplus_param_groups,
     optimizer_from_groups,
     param_group_summary,
+    param_ndims,
+    plain_name,
 )
 
 __all__ = [
@@ -23,4 +25,6 @@ __all__ = [
     "loraplus_param_groups",
     "optimizer_from_groups",
     "param_group_summary",
+    "param_ndims",
+    "plain_name",
 ]

@@ -19,6 +19,8 @@ With ``head_group=True`` the task head (PEFT's ``modules_to_save`` copies) leave
 group (`assert_partition`).
 """
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -26,6 +28,19 @@ GROUP_A, GROUP_B, GROUP_B_NO_DECAY, GROUP_EMBEDDING = "A", "B", "B_no_decay", "e
 GROUP_HEAD, GROUP_HEAD_NO_DECAY = "head", "head_no_decay"
 GROUP_ORDER = (GROUP_A, GROUP_EMBEDDING, GROUP_B, GROUP_B_NO_DECAY, GROUP_HEAD, GROUP_HEAD_NO_DECAY)
 DEFAULT_LR_EMBEDDING = 1e-6  # as in the LoRA+ reference and PEFT
+# What FSDP, activation checkpointing and torch.compile insert into module and parameter names when they wrap modules.
+WRAPPER_PARTS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
+
+
+def plain_name(name: str) -> str:
+    """A module's or parameter's name as the model was built, without the parts module wrappers insert."""
+    return ".".join(part for part in name.split(".") if part not in WRAPPER_PARTS)
+
+
+def param_ndims(model: nn.Module) -> dict[str, int]:
+    """Each parameter's number of dimensions by plain name: recorded before FSDP wraps the model, after which (with
+    use_orig_params) every parameter is a 1-D view of its shard and no longer shows which ones are vectors."""
+    return {plain_name(name): param.ndim for name, param in model.named_parameters()}
 
 
 def _owning_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -43,14 +58,15 @@ def is_decayed(name: str, owner: nn.Module) -> bool:
     return not (name.endswith("bias") or isinstance(owner, nn.LayerNorm) or "norm" in lowered)
 
 
-def param_group_name(name: str, param: torch.Tensor, owner: nn.Module, head_group: bool = False) -> str:
-    """The group of one trainable parameter under the rule in this module's docstring."""
+def param_group_name(name: str, ndim: int, owner: nn.Module, head_group: bool = False) -> str:
+    """The group of one trainable parameter (its plain name, its number of dimensions as built) under the rule in this
+    module's docstring."""
     decayed = is_decayed(name, owner)
     if "lora_embedding_" in name:
         return GROUP_EMBEDDING
     if head_group and ".modules_to_save." in name:
         return GROUP_HEAD if decayed else GROUP_HEAD_NO_DECAY
-    if "lora_B" in name or param.ndim == 1:
+    if "lora_B" in name or ndim == 1:
         return GROUP_B if decayed else GROUP_B_NO_DECAY
     return GROUP_A
 
@@ -78,16 +94,19 @@ def loraplus_param_groups(
     loraplus_lr_embedding: float = DEFAULT_LR_EMBEDDING,
     weight_decay: float = 0.0,
     head_group: bool = False,
+    ndims: Mapping[str, int] | None = None,
 ) -> list[dict]:
-    """Optimizer parameter groups for `model`, each a dict with ``name``, ``params``, ``param_names``, ``lr`` and
-    ``weight_decay``, in a fixed order with empty groups left out."""
+    """Optimizer parameter groups for `model`, each a dict with ``name``, ``params``, ``param_names`` (plain names),
+    ``lr`` and ``weight_decay``, in a fixed order with empty groups left out. A model FSDP has wrapped needs `ndims`,
+    its `param_ndims` from before the wrapping; without it, it is refused (every parameter would look 1-D)."""
     owners = _owning_modules(model)
     names: dict[str, list[str]] = {group: [] for group in GROUP_ORDER}
     params: dict[str, list[torch.Tensor]] = {group: [] for group in GROUP_ORDER}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            group = param_group_name(name, param, owners[name], head_group)
-            names[group].append(name)
+            plain = plain_name(name)
+            group = param_group_name(plain, _ndim_as_built(name, param, ndims), owners[name], head_group)
+            names[group].append(plain)
             params[group].append(param)
     hyper = dict(lr=lr, loraplus_lr_ratio=loraplus_lr_ratio, loraplus_lr_embedding=loraplus_lr_embedding)
     groups = [
@@ -102,6 +121,16 @@ def loraplus_param_groups(
     ]
     assert_partition(model, groups)
     return groups
+
+
+def _ndim_as_built(name: str, param: torch.Tensor, ndims: Mapping[str, int] | None) -> int:
+    if name.endswith("_flat_param"):
+        raise ValueError(f"{name}: FSDP without use_orig_params flattens lora_A and lora_B into one tensor, which "
+                         "cannot have two learning rates; set fsdp_use_orig_params: true")  # fmt: skip
+    if ndims is None and "_fsdp_wrapped_module." in name:
+        raise ValueError(f"{name}: FSDP has flattened this model's parameters; pass ndims=param_ndims(model), "
+                         "recorded before it was wrapped")  # fmt: skip
+    return param.ndim if ndims is None else ndims[plain_name(name)]
 
 
 def assert_partition(model: nn.Module, groups: list[dict]) -> None:

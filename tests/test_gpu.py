@@ -2,6 +2,10 @@
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +19,7 @@ from lorakit.models.lora import add_lora
 from lorakit.tasks.lm.arguments import LmLoraArguments
 from loraplus.groups import assert_partition, loraplus_param_groups
 
+PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
@@ -87,6 +92,34 @@ def test_a_pack_on_a_4bit_base_trains_each_configuration(tiny_llama_dir, tiny_co
         assert metrics["status"] == "done" and metrics["final"]["perplexity"] < 0.9 * metrics["before"]["perplexity"]
     checkpoint = tmp_path / "pack" / "checkpoint-30"
     assert (checkpoint / "pack_adapters.safetensors").is_file() and not list(checkpoint.glob("model*.safetensors"))
+
+
+@needs_bitsandbytes
+def test_the_fsdp_qlora_launch_config_trains_a_4bit_llama_on_every_gpu(tiny_llama_dir, tiny_corpus_dir, tmp_path):
+    """launch/a10x4_fsdp_qlora.yaml as shipped (bf16, cpu-RAM-efficient loading, FULL_SHARD, sharded checkpoints),
+    on all the machine's GPUs: the run trains, and its adapter is whole (tests/test_sharded.py checks its arithmetic
+    on CPU processes)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    gpus = torch.cuda.device_count()
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(PROJECT / "launch" /
+              "a10x4_fsdp_qlora.yaml"), "--num_processes", str(gpus), "run_llm.py"]  # fmt: skip
+    argv = ["--model_name_or_path", str(tiny_llama_dir), "--task_name", "text", "--data_dir", str(tiny_corpus_dir),
+            "--load_in_4bit", "true", "--torch_dtype", "bfloat16", "--bf16", "true", "--block_size", "64",
+            "--gradient_checkpointing", "true", "--optim", "adamw_torch", "--max_steps", "40", "--learning_rate",
+            "5e-2", "--lora_init", "B", "--loraplus_lr_ratio", "16", "--max_eval_samples", "0", "--lora_dropout", "0",
+            "--save_strategy", "steps", "--save_steps", "20", "--output_dir", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    done = subprocess.run([*launch, *argv], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "done" and metrics["final"]["perplexity"] < 0.9 * metrics["before"]["perplexity"]
+    assert json.loads((tmp_path / "run_config.json").read_text())["world_size"] == gpus
+    adapter = load_file(tmp_path / "adapter_model.safetensors")
+    assert len(adapter) == 28 and all(tensor.abs().max() > 0 for tensor in adapter.values())
+    base = load_causal_lm(str(tiny_llama_dir), ModelArguments(model_name_or_path=str(tiny_llama_dir)), False)
+    assert isinstance(PeftModel.from_pretrained(base, tmp_path), PeftModel)
 
 
 def test_the_kernel_profile_counts_the_kernels_of_a_gpu_step():

@@ -113,11 +113,19 @@ def nf4_settings() -> dict:
 
 
 def sharded() -> bool:
-    """Whether this process was launched by `accelerate launch` with an FSDP config (which sets ACCELERATE_USE_FSDP;
-    torchrun with the Trainer's --fsdp flag does not, and is not recognized): a 4-bit base then stores its packed
-    weights in bf16, is loaded without a device map, and keeps its bf16 norms (FSDP wraps one dtype per unit). Not
-    yet run on GPUs here; see launch/a10x4_fsdp_qlora.yaml."""
+    """Whether this process was launched by `accelerate launch` with an FSDP config (which sets ACCELERATE_USE_FSDP):
+    a 4-bit base then stores its packed weights in bf16, is loaded without a device map, and keeps its bf16 norms
+    (FSDP wraps one dtype per unit). The Trainer's own --fsdp flag (torchrun) sets nothing before the model loads, so a
+    quantized base is refused under it (`check_sharded_quantization`). Runs on CPU processes in tests/test_sharded.py
+    (unquantized) and on GPUs in tests/test_gpu.py; see launch/a10x4_fsdp_qlora.yaml."""
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
+
+
+def check_sharded_quantization(model_args: ModelArguments, fsdp) -> None:
+    """A 4-bit or 8-bit base is sharded only under an accelerate FSDP launch, not under the Trainer's --fsdp flag."""
+    if fsdp and (model_args.load_in_4bit or model_args.load_in_8bit) and not sharded():
+        raise ConfigError("fsdp: a quantized base is sharded only under accelerate launch --config_file "
+                          "launch/a10x4_fsdp_qlora.yaml, which sets it up to shard; not under --fsdp")  # fmt: skip
 
 
 def load_tokenizer(model_path: str, model_args: ModelArguments):

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lorakit.core.parsing import parse_args
-from lorakit.models.loading import quantization_config
+from lorakit.models.loading import check_sharded_quantization, quantization_config
 from lorakit.training.arguments import check_combination, check_packages
 
 
@@ -60,6 +60,7 @@ class Task:
         model, lora, data, training = parse_args(self.argument_types, argv)
         args = RunArguments(model=model, lora=lora, data=data, training=training)
         check_combination(args.lora, args.training)
+        check_sharded_quantization(args.model, args.training.fsdp)
         args.training.fill_default_output_dir(args.model.model_name_or_path, self.run_name(args))
         return args
 

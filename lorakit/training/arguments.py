@@ -82,8 +82,9 @@ class LoraTrainingArguments(TrainingArguments):
         check_fields(self, TRAINER_RULES)
         super().__post_init__()
 
-    def loraplus_groups(self, model) -> list[dict]:
-        """The LoRA+ parameter groups these arguments give `model` (requires `loraplus_lr_ratio`)."""
+    def loraplus_groups(self, model, ndims: dict[str, int] | None = None) -> list[dict]:
+        """The LoRA+ parameter groups these arguments give `model` (requires `loraplus_lr_ratio`; `ndims` as in
+        `loraplus_param_groups`, for a model FSDP has wrapped)."""
         return loraplus_param_groups(
             model,
             lr=self.learning_rate,
@@ -91,6 +92,7 @@ class LoraTrainingArguments(TrainingArguments):
             loraplus_lr_embedding=self.loraplus_lr_embedding,
             weight_decay=self.weight_decay,
             head_group=self.loraplus_head_group,
+            ndims=ndims,
         )
 
     def mixed_precision_for(self, model) -> str:

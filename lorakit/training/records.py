@@ -3,8 +3,9 @@
 ``run_config.json`` — every setting, the init record, the LoRA+ groups, library versions, the command line (secrets
 redacted); written by the run's first attempt and kept by the attempts that resume it.
 ``metrics.json`` — ``status`` (running, done, diverged, failed, interrupted), every evaluation (one per step, across
-attempts), the final and best ones, ``attempts`` (each attempt's start, the step it resumed from, its command, wall
-time and how it ended) and ``wall_time_s`` (their sum); rewritten atomically after each evaluation.
+attempts), the final and best ones, ``attempts`` (each attempt's start, the step it resumed from, its command, its
+number of processes, wall time and how it ended) and ``wall_time_s`` (their sum); rewritten atomically after each
+evaluation.
 ``pandas.DataFrame(json.load(f)["evaluations"])`` gives the learning curve.
 """
 
@@ -80,6 +81,7 @@ class RunRecorder:
         resume: bool = False,
         higher_is_better: bool = True,
         resume_step: int | None = None,
+        world_size: int = 1,
     ):
         self.dir = Path(output_dir)
         self.enabled = enabled
@@ -101,7 +103,7 @@ class RunRecorder:
                     self._keep(row)
         self.attempt = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_from_step": resume_step if resume else None,
-            "command": redact_argv(sys.argv), "wall_time_s": 0.0, "status": "running",
+            "command": redact_argv(sys.argv), "world_size": world_size, "wall_time_s": 0.0, "status": "running",
         }  # fmt: skip
         self.state["attempts"] = [*attempts, self.attempt]
         self._started = time.time()
@@ -119,6 +121,7 @@ class RunRecorder:
             resume=checkpoint is not None,
             higher_is_better=higher_is_better,
             resume_step=checkpoint_step(Path(checkpoint)) if checkpoint is not None else None,
+            world_size=train_args.world_size,
         )
 
     def write_config(self, config: dict) -> None:

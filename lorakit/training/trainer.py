@@ -13,7 +13,8 @@ from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from lorakit.training.card import write_model_card
-from loraplus import describe_param_groups, optimizer_from_groups
+from lorakit.training.sharded_save import full_save_type, plain_module_names
+from loraplus import describe_param_groups, optimizer_from_groups, param_ndims
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +27,28 @@ class LoraTrainer(Trainer):
 
     _flops_per_token: int | None = None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Taken before FSDP wraps the model and flattens its parameters (`create_optimizer`).
+        self.param_ndims = param_ndims(self.model) if self.model is not None else None
+
     def train(self, *args, **kwargs):
         with cheap_mode_switches(self.model):
             return super().train(*args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The stock save, which under FSDP also writes the adapter when the state dict type is the sharded one
+        (`lorakit.training.sharded_save`). A checkpoint's own save (`_internal_call`) stays the stock one: it writes
+        the shards."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None) if self.is_fsdp_enabled else None
+        with contextlib.nullcontext() if plugin is None or _internal_call else full_save_type(plugin):
+            return super().save_model(output_dir, _internal_call)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.is_fsdp_enabled:
+            return super()._save(output_dir, state_dict)
+        with plain_module_names(self.accelerator.unwrap_model(self.model, keep_torch_compile=False)):
+            return super()._save(output_dir, state_dict)
 
     def create_model_card(self, *args, **kwargs) -> None:
         """The card `push_to_hub` uploads is the run's own (`lorakit.training.card`), not the Trainer's generic one;
@@ -73,12 +93,12 @@ class LoraTrainer(Trainer):
         opt_model = self.model if model is None else model
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "weight_decay")}
-        groups = self.args.loraplus_groups(opt_model)
+        groups = self.args.loraplus_groups(opt_model, self.param_ndims)
         lr = self.args.learning_rate
         self.optimizer = optimizer_from_groups(optimizer_cls, groups, model=opt_model, lr=lr, **kwargs)
-        logger.info(
-            "LoRA+ optimizer groups (ratio %g):\n%s", ratio, describe_param_groups(self.optimizer.param_groups)
-        )
+        shards = " (params: this process's shards)" if self.is_fsdp_enabled else ""
+        table = describe_param_groups(self.optimizer.param_groups)
+        logger.info("LoRA+ optimizer groups (ratio %g)%s:\n%s", ratio, shards, table)
         return self.optimizer
 
 
