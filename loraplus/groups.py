@@ -125,12 +125,16 @@ def loraplus_param_groups(
 
 def _ndim_as_built(name: str, param: torch.Tensor, ndims: Mapping[str, int] | None) -> int:
     if name.endswith("_flat_param"):
-        raise ValueError(f"{name}: FSDP without use_orig_params flattens lora_A and lora_B into one tensor, which "
-                         "cannot have two learning rates; set fsdp_use_orig_params: true")  # fmt: skip
+        raise ValueError(f"{name}: FSDP without use_orig_params flattens several parameters into one, whose group "
+                         "its name and shape no longer tell; set fsdp_use_orig_params: true")  # fmt: skip
     if ndims is None and "_fsdp_wrapped_module." in name:
         raise ValueError(f"{name}: FSDP has flattened this model's parameters; pass ndims=param_ndims(model), "
                          "recorded before it was wrapped")  # fmt: skip
-    return param.ndim if ndims is None else ndims[plain_name(name)]
+    if ndims is None:
+        return param.ndim
+    if plain_name(name) not in ndims:
+        raise ValueError(f"{name}: not in the shapes recorded before FSDP wrapped the model (added since?)")
+    return ndims[plain_name(name)]
 
 
 def assert_partition(model: nn.Module, groups: list[dict]) -> None:

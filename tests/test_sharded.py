@@ -1,17 +1,19 @@
 """Sharded training: the FSDP launch config (launch/a10x4_fsdp_qlora.yaml) run on 2 CPU processes trains the adapter
-one process trains at the same global batch, under Init[A] and Init[B] with LoRA+, and saves it; and the two pieces
-that make that so (the LoRA+ rule on FSDP-flattened parameters, PEFT's adapter selection under nested FSDP units).
+one process trains at the same global batch, under Init[A] and Init[B] with LoRA+, saves it, and resumes exactly from
+its checkpoint; and the pieces that make that so (the LoRA+ rule on FSDP-flattened parameters, PEFT's adapter
+selection under nested FSDP units, the refusal of a quantized base under the Trainer's own --fsdp).
 
 Run before these existed, the config finished "done" with an empty adapter (or none, by the stock save), every LoRA
-factor in group B, and each process clipping its gradients by its own shard's norm.
+factor in group B, checkpoints without the adapter, and resumes that started AdamW's state from nothing.
 
 accelerate runs FSDP only on accelerators; tests/fsdp_on_cpu.py lets it run on CPUs (what it changes is in its
 docstring). The base is not quantized here (bitsandbytes' 4-bit needs a GPU; tests/test_gpu.py runs the config with
-it). The optimizer is SGD, whose update is linear in the gradient: with AdamW, elements whose gradient is near zero
-turn summation-order noise into differences of about 1e-4 after 3 steps."""
+it). The comparison with one process uses SGD, whose update is linear in the gradient: with AdamW, elements whose
+gradient is near zero turn summation-order noise into differences of about 1e-4 after 3 steps."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,21 +36,31 @@ PROJECT = Path(__file__).resolve().parents[1]
 CONFIG = PROJECT / "launch" / "a10x4_fsdp_qlora.yaml"
 
 
-@pytest.mark.parametrize("init", ["A", "B"])
-def test_the_fsdp_config_on_two_processes_trains_the_adapter_of_one(init, tiny_llama_dir, tiny_corpus_dir, tmp_path):
-    argv = ["--model_name_or_path", str(tiny_llama_dir), "--task_name", "text", "--data_dir", str(tiny_corpus_dir),
-            "--block_size", "32", "--max_steps", "3", "--lora_dropout", "0", "--lora_init", init,
-            "--loraplus_lr_ratio", "4", "--optim", "sgd", "--learning_rate", "0.5", "--max_grad_norm", "1",
-            "--eval_strategy", "no", "--seed", "0", "--use_cpu", "true"]  # fmt: skip
-    assert run_llm.main([*argv, "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "one")]) == 0
+def launch_on_two_cpu_processes(argv: list[str]) -> subprocess.CompletedProcess:
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG), "--num_processes", "2",
               "--mixed_precision", "no", "--fsdp_cpu_ram_efficient_loading", "false",
               "--fsdp_sync_module_states", "false", str(PROJECT / "tests" / "fsdp_on_cpu.py"),
               "run_llm.py"]  # fmt: skip
-    two = [*argv, "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "two")]
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*launch, *two], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*launch, *argv], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def lm_argv(tiny_llama_dir: Path, tiny_corpus_dir: Path, init: str, optim: str, lr: str) -> list[str]:
+    return ["--model_name_or_path", str(tiny_llama_dir), "--task_name", "text", "--data_dir", str(tiny_corpus_dir),
+            "--block_size", "32", "--lora_dropout", "0", "--lora_init", init, "--loraplus_lr_ratio", "4",
+            "--optim", optim, "--learning_rate", lr, "--max_grad_norm", "1", "--eval_strategy", "no", "--seed", "0",
+            "--use_cpu", "true"]  # fmt: skip
+
+
+@pytest.mark.parametrize("init", ["A", "B"])
+def test_the_fsdp_config_on_two_processes_trains_the_adapter_of_one(init, tiny_llama_dir, tiny_corpus_dir, tmp_path):
+    argv = [*lm_argv(tiny_llama_dir, tiny_corpus_dir, init, "sgd", "0.5"), "--max_steps", "3"]
+    assert run_llm.main([*argv, "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "one")]) == 0
+    done = launch_on_two_cpu_processes(
+        [*argv, "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "two")]
+    )
     assert "LoRA+ optimizer groups" in done.stderr and "_fsdp_wrapped_module" not in done.stderr  # plain names
     record = json.loads((tmp_path / "two" / "run_config.json").read_text())
     assert record["world_size"] == 2
@@ -58,6 +70,24 @@ def test_the_fsdp_config_on_two_processes_trains_the_adapter_of_one(init, tiny_l
     assert all(one[key].abs().max() > 0 for key in one)  # both factors trained away from the zero one
     for key in one:
         torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-5)
+
+
+def test_a_sharded_run_resumed_from_its_checkpoint_ends_where_the_uninterrupted_run_ends(
+    tiny_llama_dir, tiny_corpus_dir, tmp_path
+):
+    """AdamW: the checkpoint's shards hold the adapter and the optimizer's moments, and the resume loads both."""
+    argv = [*lm_argv(tiny_llama_dir, tiny_corpus_dir, "B", "adamw_torch", "1e-2"), "--max_steps", "4"]
+    argv += ["--per_device_train_batch_size", "2", "--save_strategy", "steps", "--save_steps", "2"]
+    launch_on_two_cpu_processes([*argv, "--output_dir", str(tmp_path / "whole")])
+    checkpoint = tmp_path / "whole" / "checkpoint-2"
+    assert len(load_file(checkpoint / "adapter_model.safetensors")) == 28  # what a resume looks for
+    shutil.copytree(checkpoint, tmp_path / "resumed" / "checkpoint-2")  # a run killed after step 2's checkpoint
+    launch_on_two_cpu_processes([*argv, "--output_dir", str(tmp_path / "resumed")])
+    attempts = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["attempts"]
+    assert [a["resumed_from_step"] for a in attempts] == [2]
+    whole, resumed = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("whole", "resumed"))
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], atol=1e-7, rtol=0)
 
 
 class Wrapped(nn.Module):
@@ -117,12 +147,17 @@ def test_peft_finds_the_adapter_in_a_gathered_state_dict_of_nested_units_only_by
     assert "named_modules" not in vars(wrapped)  # the model's own walk is back
 
 
-def test_a_quantized_base_is_refused_under_the_trainers_own_fsdp_flag(monkeypatch):
+def test_a_quantized_base_is_refused_under_the_trainers_own_fsdp_flag_and_8_bit_under_any(monkeypatch):
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
-    quantized = SimpleNamespace(load_in_4bit=True, load_in_8bit=False)
+    four, eight = (SimpleNamespace(load_in_4bit=bits == 4, load_in_8bit=bits == 8) for bits in (4, 8))
     with pytest.raises(ConfigError, match="accelerate launch --config_file launch/a10x4_fsdp_qlora.yaml"):
-        check_sharded_quantization(quantized, True)
-    check_sharded_quantization(quantized, False)  # no sharding
+        check_sharded_quantization(four, True)
+    with pytest.raises(ConfigError, match="load_in_8bit: not under FSDP"):
+        check_sharded_quantization(eight, True)
+    check_sharded_quantization(four, False)  # no sharding
+    check_sharded_quantization(eight, False)
     check_sharded_quantization(SimpleNamespace(load_in_4bit=False, load_in_8bit=False), True)  # nothing quantized
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    check_sharded_quantization(quantized, True)  # accelerate's FSDP launch
+    check_sharded_quantization(four, True)  # accelerate's FSDP launch
+    with pytest.raises(ConfigError, match="load_in_8bit: not under FSDP"):
+        check_sharded_quantization(eight, False)

@@ -122,8 +122,11 @@ def sharded() -> bool:
 
 
 def check_sharded_quantization(model_args: ModelArguments, fsdp) -> None:
-    """A 4-bit or 8-bit base is sharded only under an accelerate FSDP launch, not under the Trainer's --fsdp flag."""
-    if fsdp and (model_args.load_in_4bit or model_args.load_in_8bit) and not sharded():
+    """A 4-bit base is sharded only under an accelerate FSDP launch, not under the Trainer's --fsdp flag; an 8-bit one
+    not at all (nothing here stores its int8 weights in a dtype FSDP can flatten with the rest)."""
+    if model_args.load_in_8bit and (fsdp or sharded()):
+        raise ConfigError("load_in_8bit: not under FSDP; shard a 4-bit base (--load_in_4bit true)")
+    if fsdp and model_args.load_in_4bit and not sharded():
         raise ConfigError("fsdp: a quantized base is sharded only under accelerate launch --config_file "
                           "launch/a10x4_fsdp_qlora.yaml, which sets it up to shard; not under --fsdp")  # fmt: skip
 

@@ -13,7 +13,7 @@ from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from lorakit.training.card import write_model_card
-from lorakit.training.sharded_save import full_save_type, plain_module_names
+from lorakit.training.sharded_save import full_save_type, materialize_optimizer_state, plain_module_names
 from loraplus import describe_param_groups, optimizer_from_groups, param_ndims
 
 logger = logging.getLogger(__name__)
@@ -37,18 +37,36 @@ class LoraTrainer(Trainer):
             return super().train(*args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """The stock save, which under FSDP also writes the adapter when the state dict type is the sharded one
-        (`lorakit.training.sharded_save`). A checkpoint's own save (`_internal_call`) stays the stock one: it writes
-        the shards."""
+        """The stock save, which under FSDP writes the adapter also when the state dict type is the sharded one, for
+        checkpoints too (`lorakit.training.sharded_save`)."""
         plugin = getattr(self.accelerator.state, "fsdp_plugin", None) if self.is_fsdp_enabled else None
-        with contextlib.nullcontext() if plugin is None or _internal_call else full_save_type(plugin):
+        with contextlib.nullcontext() if plugin is None else full_save_type(plugin):
             return super().save_model(output_dir, _internal_call)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        with self._plain_names():
+            return super()._save(output_dir, state_dict)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        with self._plain_names():  # under FSDP, the checkpoint's shards of the adapter, found by PEFT
+            return super()._save_optimizer_and_scheduler(output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        with self._plain_names():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is not None and self.is_fsdp_enabled:
+            materialize_optimizer_state(getattr(self.optimizer, "optimizer", self.optimizer))
+        with self._plain_names():  # the names the optimizer's state was saved under
+            return super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _plain_names(self):
+        """Under FSDP, the PEFT model answers PEFT's walk over its modules with their names as built
+        (`lorakit.training.sharded_save.plain_module_names`)."""
         if not self.is_fsdp_enabled:
-            return super()._save(output_dir, state_dict)
-        with plain_module_names(self.accelerator.unwrap_model(self.model, keep_torch_compile=False)):
-            return super()._save(output_dir, state_dict)
+            return contextlib.nullcontext()
+        return plain_module_names(self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
 
     def create_model_card(self, *args, **kwargs) -> None:
         """The card `push_to_hub` uploads is the run's own (`lorakit.training.card`), not the Trainer's generic one;
