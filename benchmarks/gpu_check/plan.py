@@ -106,7 +106,9 @@ def tests_step(out: Path) -> Step:
         "tests/test_gpu.py",
     ]  # no xdist there
     argv += ["--junitxml", str(out / "gpu_tests.xml")]
-    return Step("gpu_tests", "pytest", tuple(argv), timeout_s=200, min_s=30, reads="junit")  # an FSDP launch among them
+    return Step(
+        "gpu_tests", "pytest", tuple(argv), timeout_s=240, min_s=30, reads="junit"
+    )  # an FSDP launch among them
 
 
 def probe_steps(scale: Scale, work: Path) -> list[Step]:

@@ -121,12 +121,13 @@ def sharded() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1")
 
 
-def check_sharded_quantization(model_args: ModelArguments, fsdp) -> None:
+def check_sharded_quantization(model_args, fsdp) -> None:
     """A 4-bit base is sharded only under an accelerate FSDP launch, not under the Trainer's --fsdp flag; an 8-bit one
     not at all (nothing here stores its int8 weights in a dtype FSDP can flatten with the rest)."""
-    if model_args.load_in_8bit and (fsdp or sharded()):
+    four, eight = (getattr(model_args, f"load_in_{bits}bit", False) for bits in (4, 8))  # a task's own may have none
+    if eight and (fsdp or sharded()):
         raise ConfigError("load_in_8bit: not under FSDP; shard a 4-bit base (--load_in_4bit true)")
-    if fsdp and model_args.load_in_4bit and not sharded():
+    if fsdp and four and not sharded():
         raise ConfigError("fsdp: a quantized base is sharded only under accelerate launch --config_file "
                           "launch/a10x4_fsdp_qlora.yaml, which sets it up to shard; not under --fsdp")  # fmt: skip
 

@@ -7,7 +7,7 @@
   them, so nothing matches: the adapter saved is empty, and so are a checkpoint's shards and what a resume loads.
 
 `full_save_type` covers the first, `plain_module_names` the second (`LoraTrainer` applies both);
-`materialize_optimizer_state` lets a resumed run load its optimizer's state. Both were found by
+`materialize_optimizer_state` lets a resumed run load its optimizer's state. All three were found by
 running the launch config on CPU processes (tests/test_sharded.py)."""
 
 import contextlib
@@ -52,19 +52,27 @@ def plain_module_names(model):
 
 
 def materialize_optimizer_state(optimizer) -> None:
-    """Give an optimizer without state its state (as after one step with zero gradients at lr 0, which moves no
-    parameter). FSDP1's sharded optimizer load (accelerate's `load_fsdp_optimizer`) fills in only the state the
-    optimizer already has: a resumed run would otherwise start AdamW's moments and step count again from nothing."""
+    """Give an optimizer without state its state (as after one step with zero gradients at lr 0; the trainable
+    parameters are put back afterwards, whatever the optimizer does at lr 0). FSDP1's sharded optimizer load
+    (accelerate's `load_fsdp_optimizer`) fills in only the state the optimizer already has: a resumed run would
+    otherwise start AdamW's moments and step count again from nothing."""
     if optimizer.state:
         return
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-    lrs = [group["lr"] for group in optimizer.param_groups]
-    for param in params:
-        param.grad = torch.zeros_like(param)
-    for group in optimizer.param_groups:
-        group["lr"] = 0.0
-    optimizer.step()
-    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
-    for param in params:
-        param.grad = None
+    kept = [p.detach().clone() for p in params]
+    lrs = [group.get("lr") for group in optimizer.param_groups]
+    try:
+        for param in params:
+            param.grad = torch.zeros_like(param)
+        for group in optimizer.param_groups:
+            if "lr" in group:
+                group["lr"] = 0.0
+        optimizer.step()
+    finally:
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            if lr is not None:
+                group["lr"] = lr
+        with torch.no_grad():
+            for param, value in zip(params, kept, strict=True):
+                param.copy_(value)
+                param.grad = None

@@ -55,8 +55,12 @@ class LoraTrainer(Trainer):
         with self._plain_names():
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
 
+    def _load_best_model(self) -> None:
+        with self._plain_names():
+            return super()._load_best_model()
+
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        if checkpoint is not None and self.is_fsdp_enabled:
+        if checkpoint is not None and self.is_fsdp_enabled and (Path(checkpoint) / "optimizer_0").is_dir():
             materialize_optimizer_state(getattr(self.optimizer, "optimizer", self.optimizer))
         with self._plain_names():  # the names the optimizer's state was saved under
             return super()._load_optimizer_and_scheduler(checkpoint)
