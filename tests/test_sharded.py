@@ -1,7 +1,8 @@
 """Sharded training: the FSDP launch config (launch/a10x4_fsdp_qlora.yaml) run on 2 CPU processes trains the adapter
-one process trains at the same global batch, under Init[A] and Init[B] with LoRA+, saves it, and resumes exactly from
-its checkpoint; and the pieces that make that so (the LoRA+ rule on FSDP-flattened parameters, PEFT's adapter
-selection under nested FSDP units, the refusal of a quantized base under the Trainer's own --fsdp).
+one process trains at the same global batch, under Init[A] and Init[B] with LoRA+, saves it, resumes exactly from
+its checkpoint and loads its best checkpoint when asked; and the pieces that make that so (the LoRA+ rule on
+FSDP-flattened parameters, PEFT's adapter selection under nested FSDP units, the refusal of a quantized base under the
+Trainer's own --fsdp).
 
 Run before these existed, the config finished "done" with an empty adapter (or none, by the stock save), every LoRA
 factor in group B, checkpoints without the adapter, and resumes that started AdamW's state from nothing.
@@ -88,6 +89,20 @@ def test_a_sharded_run_resumed_from_its_checkpoint_ends_where_the_uninterrupted_
     whole, resumed = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("whole", "resumed"))
     for key in whole:
         torch.testing.assert_close(resumed[key], whole[key], atol=1e-7, rtol=0)
+
+
+def test_a_sharded_run_ends_with_its_best_checkpoints_adapter_when_asked(tiny_llama_dir, tiny_corpus_dir, tmp_path):
+    """load_best_model_at_end with "best" the higher eval loss, so the step-2 checkpoint, not the last one."""
+    argv = [*lm_argv(tiny_llama_dir, tiny_corpus_dir, "B", "adamw_torch", "1e-2"), "--max_steps", "4"]
+    argv += ["--per_device_train_batch_size", "2", "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy",
+             "steps", "--eval_steps", "2", "--max_eval_samples", "4", "--load_best_model_at_end", "true",
+             "--metric_for_best_model", "loss", "--greater_is_better", "true"]  # fmt: skip
+    launch_on_two_cpu_processes([*argv, "--output_dir", str(tmp_path)])
+    final, best, last = (load_file(tmp_path / folder / "adapter_model.safetensors") for folder in
+                         (".", "checkpoint-2", "checkpoint-4"))  # fmt: skip
+    assert any(not torch.equal(best[key], last[key]) for key in best)
+    for key in best:
+        torch.testing.assert_close(final[key], best[key], atol=0, rtol=0)
 
 
 class Wrapped(nn.Module):
