@@ -1,16 +1,18 @@
 """A pack's configurations in the loggers: each its own TensorBoard run with its own loss, learning rates per group
-and evaluations, named as a single run names them."""
+and evaluations (the final one too), named as a single run names them."""
 
+import json
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lorakit.packing.boards import member_keys, member_logs
+import lorakit.packing.boards
+from lorakit.packing.boards import MemberBoards, member_keys, member_logs
 from lorakit.runs.pack import run_pack
 
 TRAIN = ["--max_steps", "4", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--eval_strategy",
-         "steps", "--eval_steps", "2", "--report_to", "tensorboard", "--lora_dropout", "0", "--loraplus_lr_ratio",
+         "no", "--report_to", "tensorboard", "--lora_dropout", "0", "--loraplus_lr_ratio",
          "4"]  # fmt: skip
 
 
@@ -34,6 +36,10 @@ def test_a_pack_of_two_writes_two_tensorboard_runs_with_their_own_curves(tmp_pat
         assert {"train/learning_rate", "train/learning_rate/A", "train/learning_rate/B", "eval/accuracy"} <= set(found)
         ratio = found["train/learning_rate/B"][1][1] / found["train/learning_rate/A"][1][1]
         assert ratio == pytest.approx(4)  # LoRA+: the member's own groups
+    for name in runs:  # the final evaluation, taken after training (none during it), in the member's one run
+        final = json.loads((tmp_path / name / "metrics.json").read_text())["final"]
+        assert [step for step, _ in curves[name]["eval/accuracy"]] == [4]
+        assert curves[name]["eval/accuracy"][-1][1] == pytest.approx(final["eval_accuracy"])
     assert curves["A"]["train/learning_rate"] == pack["train/learning_rate"]  # the rate each step was taken at
     assert curves["B"]["train/learning_rate"][1][1] == pytest.approx(30 * curves["A"]["train/learning_rate"][1][1])
     assert curves["A"]["train/loss"] != curves["B"]["train/loss"]  # each its own loss, not the pack's sum
@@ -50,3 +56,12 @@ def test_a_packs_log_splits_into_each_members_log_named_as_a_single_runs():
                                     "eval_accuracy": 0.6, "diag/rms_z_a": 0.5}  # fmt: skip
     assert member_logs(logs, 10) == {"eval_loss": 9.0}
     assert "loss/0" not in member_keys([1.0, 2.0], [{}, {}], live=[1])  # a diverged member logs nothing more
+
+
+def test_a_members_writer_reopened_after_training_writes_into_the_same_run(tmp_path, monkeypatch):
+    boards = MemberBoards([tmp_path])
+    first = boards.writer(0).get_logdir()
+    boards.on_train_end(None, None, None)
+    monkeypatch.setattr(lorakit.packing.boards, "default_logdir", lambda: "a_later_second")
+    assert boards.writer(0).get_logdir() == first
+    boards.on_train_end(None, None, None)

@@ -4,7 +4,9 @@ configuration's values by index (`member_keys`: ``loss/<k>``, ``learning_rate/<k
 with ``--report_to tensorboard``, `MemberBoards` also writes each configuration's own values, named as a single run
 names them (and its learning rate per optimizer group as ``learning_rate/<group>``, which a single run does not log),
 into its own folder (``<member>/runs/<time>_<host>``), so TensorBoard lists it as a run beside the sweep's single
-runs. A pack's final evaluation is in each member's metrics.json, not in these logs."""
+runs. A final evaluation taken after training (when the last step was not an evaluation step) goes into the same runs,
+as a single run's does; the causal-LM task's final measurement of each member alone is, like a single run's, only in
+its metrics.json."""
 
 import re
 from pathlib import Path
@@ -47,13 +49,15 @@ class MemberBoards(TrainerCallback):
     """With ``--report_to tensorboard``: each configuration's log values into its own TensorBoard run."""
 
     def __init__(self, member_dirs: list[Path]):
-        self.member_dirs, self.writers = member_dirs, {}
+        self.member_dirs, self.writers, self.logdirs = member_dirs, {}, {}
 
     def writer(self, k: int):
+        """Member `k`'s writer, into the one run folder it got first (also when reopened after training ends)."""
         if k not in self.writers:
             from torch.utils.tensorboard import SummaryWriter  # only when TensorBoard is asked for
 
-            self.writers[k] = SummaryWriter(log_dir=str(self.member_dirs[k] / default_logdir()))
+            logdir = self.logdirs.setdefault(k, str(self.member_dirs[k] / default_logdir()))
+            self.writers[k] = SummaryWriter(log_dir=logdir)
         return self.writers[k]
 
     def on_log(self, args, state, control, logs=None, **kwargs):

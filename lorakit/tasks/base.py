@@ -154,10 +154,12 @@ class Task:
         raise NotImplementedError
 
     def final_pack_metrics(self, trainer, model, results, evaluate, prepared: Prepared) -> dict[int, dict]:
-        """Each live adapter's final metrics: as `final_metrics` does it, through `evaluate(step, epoch)`."""
+        """Each live adapter's final metrics: as `final_metrics` does it, through the pack's `trainer.evaluate()`
+        (which scores them all with `evaluate(step, epoch)` and logs them, each member's into its own TensorBoard
+        run)."""
         last, live = trainer.state.global_step, trainer.model.live
         if not all(evaluated_at(results.recorders[index], last) for index in live):
-            evaluate(last, trainer.state.epoch)
+            trainer.evaluate()
         return {index: results.recorders[index].state["evaluations"][-1] for index in live}
 
 
