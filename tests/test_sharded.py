@@ -37,10 +37,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 CONFIG = PROJECT / "launch" / "a10x4_fsdp_qlora.yaml"
 
 
-def launch_on_two_cpu_processes(argv: list[str]) -> subprocess.CompletedProcess:
+def launch_on_two_cpu_processes(argv: list[str], flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG), "--num_processes", "2",
               "--mixed_precision", "no", "--fsdp_cpu_ram_efficient_loading", "false",
-              "--fsdp_sync_module_states", "false", str(PROJECT / "tests" / "fsdp_on_cpu.py"),
+              "--fsdp_sync_module_states", "false", *flags, str(PROJECT / "tests" / "fsdp_on_cpu.py"),
               "run_llm.py"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*launch, *argv], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
@@ -55,13 +55,15 @@ def lm_argv(tiny_llama_dir: Path, tiny_corpus_dir: Path, init: str, optim: str, 
             "--use_cpu", "true"]  # fmt: skip
 
 
-@pytest.mark.parametrize("init", ["A", "B"])
-def test_the_fsdp_config_on_two_processes_trains_the_adapter_of_one(init, tiny_llama_dir, tiny_corpus_dir, tmp_path):
+@pytest.mark.parametrize("init, fsdp_version", [("A", "1"), ("B", "1"), ("B", "2")])
+def test_the_fsdp_config_on_two_processes_trains_the_adapter_of_one(
+    init, fsdp_version, tiny_llama_dir, tiny_corpus_dir, tmp_path
+):
+    """The shipped config (FSDP1), and with FSDP2 (the default of the Trainer's own --fsdp flag)."""
     argv = [*lm_argv(tiny_llama_dir, tiny_corpus_dir, init, "sgd", "0.5"), "--max_steps", "3"]
     assert run_llm.main([*argv, "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "one")]) == 0
-    done = launch_on_two_cpu_processes(
-        [*argv, "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "two")]
-    )
+    two = [*argv, "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "two")]
+    done = launch_on_two_cpu_processes(two, ("--fsdp_version", fsdp_version))
     assert "LoRA+ optimizer groups" in done.stderr and "_fsdp_wrapped_module" not in done.stderr  # plain names
     record = json.loads((tmp_path / "two" / "run_config.json").read_text())
     assert record["world_size"] == 2

@@ -33,7 +33,8 @@ class LoraTrainer(Trainer):
         self.param_ndims = param_ndims(self.model) if self.model is not None else None
 
     def train(self, *args, **kwargs):
-        with cheap_mode_switches(self.model):
+        sharding = self.is_fsdp_enabled or self.is_deepspeed_enabled  # they replace or wrap what the switches hold
+        with contextlib.nullcontext() if sharding else cheap_mode_switches(self.model):
             return super().train(*args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -146,7 +147,9 @@ def cheap_mode_switches(model: torch.nn.Module):
     there is nothing to do: train(mode) only checks each module's flag when every module is in that mode already (the
     Trainer asks for it every step), and zero_grad() clears the parameters from a list made once. Both give exactly
     the results of the full walks. The overrides are methods bound to `model` (a deep copy binds them to the copy),
-    and whatever the instance had before is put back afterwards. Modules added during training are not seen."""
+    and whatever the instance had before is put back afterwards. Modules and parameters added or replaced during
+    training are not seen: `LoraTrainer.train` does without these under FSDP (FSDP2 replaces every parameter, which
+    left every gradient accumulating across steps) and DeepSpeed."""
     saved = {name: vars(model)[name] for name in ("train", "zero_grad") if name in vars(model)}
     model._cheap_modules, model._cheap_params = list(model.modules()), list(model.parameters())
     model.train, model.zero_grad = types.MethodType(_train, model), types.MethodType(_zero_grad, model)
