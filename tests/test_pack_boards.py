@@ -11,9 +11,8 @@ import lorakit.packing.boards
 from lorakit.packing.boards import MemberBoards, member_keys, member_logs
 from lorakit.runs.pack import run_pack
 
-TRAIN = ["--max_steps", "4", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--eval_strategy",
-         "no", "--report_to", "tensorboard", "--lora_dropout", "0", "--loraplus_lr_ratio",
-         "4"]  # fmt: skip
+TRAIN = ["--max_steps", "4", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--report_to",
+         "tensorboard", "--lora_dropout", "0", "--loraplus_lr_ratio", "4"]  # fmt: skip
 
 
 def scalars(member: Path) -> dict[str, list[tuple[int, float]]]:
@@ -23,8 +22,16 @@ def scalars(member: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-def test_a_pack_of_two_writes_two_tensorboard_runs_with_their_own_curves(tmp_path, tiny_bert_dir, tiny_glue_dir):
+@pytest.mark.parametrize(
+    "evaluations, steps",
+    [(["--eval_strategy", "steps", "--eval_steps", "2"], [2, 4]), (["--eval_strategy", "no"], [4])],
+    ids=["during", "after"],
+)  # after: the final evaluation is taken once training has ended
+def test_a_pack_of_two_writes_two_tensorboard_runs_with_their_own_curves(
+    evaluations, steps, tmp_path, tiny_bert_dir, tiny_glue_dir
+):
     common = ["--model_name_or_path", str(tiny_bert_dir), "--task_name", "sst2", "--glue_dir", str(tiny_glue_dir)]
+    common += evaluations
     runs = {"A": ("A", "1e-2"), "B": ("B", "3e-1")}
     members = [[*common, *TRAIN, "--lora_init", init, "--learning_rate", lr, "--output_dir", str(tmp_path / name)]
                for name, (init, lr) in runs.items()]  # fmt: skip
@@ -36,9 +43,9 @@ def test_a_pack_of_two_writes_two_tensorboard_runs_with_their_own_curves(tmp_pat
         assert {"train/learning_rate", "train/learning_rate/A", "train/learning_rate/B", "eval/accuracy"} <= set(found)
         ratio = found["train/learning_rate/B"][1][1] / found["train/learning_rate/A"][1][1]
         assert ratio == pytest.approx(4)  # LoRA+: the member's own groups
-    for name in runs:  # the final evaluation, taken after training (none during it), in the member's one run
+    for name in runs:  # in the member's one run, the final evaluation too
         final = json.loads((tmp_path / name / "metrics.json").read_text())["final"]
-        assert [step for step, _ in curves[name]["eval/accuracy"]] == [4]
+        assert [step for step, _ in curves[name]["eval/accuracy"]] == steps
         assert curves[name]["eval/accuracy"][-1][1] == pytest.approx(final["eval_accuracy"])
     assert curves["A"]["train/learning_rate"] == pack["train/learning_rate"]  # the rate each step was taken at
     assert curves["B"]["train/learning_rate"][1][1] == pytest.approx(30 * curves["A"]["train/learning_rate"][1][1])

@@ -64,7 +64,8 @@ def test_the_fsdp_config_on_two_processes_trains_the_adapter_of_one(
     assert run_llm.main([*argv, "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "one")]) == 0
     two = [*argv, "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "two")]
     done = launch_on_two_cpu_processes(two, ("--fsdp_version", fsdp_version))
-    assert "LoRA+ optimizer groups" in done.stderr and "_fsdp_wrapped_module" not in done.stderr  # plain names
+    assert "LoRA+ optimizer groups" in done.stderr
+    assert "_fsdp_wrapped_module" not in done.stderr  # plain names in its table (FSDP1's wrappers insert the parts)
     record = json.loads((tmp_path / "two" / "run_config.json").read_text())
     assert record["world_size"] == 2
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["attempts"][-1]["world_size"] == 2
@@ -100,6 +101,8 @@ def test_a_sharded_run_ends_with_its_best_checkpoints_adapter_when_asked(tiny_ll
              "steps", "--eval_steps", "2", "--max_eval_samples", "4", "--load_best_model_at_end", "true",
              "--metric_for_best_model", "loss", "--greater_is_better", "true"]  # fmt: skip
     launch_on_two_cpu_processes([*argv, "--output_dir", str(tmp_path)])
+    state = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())
+    assert Path(state["best_model_checkpoint"]).name == "checkpoint-2"
     final, best, last = (load_file(tmp_path / folder / "adapter_model.safetensors") for folder in
                          (".", "checkpoint-2", "checkpoint-4"))  # fmt: skip
     assert any(not torch.equal(best[key], last[key]) for key in best)

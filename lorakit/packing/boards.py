@@ -49,7 +49,7 @@ class MemberBoards(TrainerCallback):
     """With ``--report_to tensorboard``: each configuration's log values into its own TensorBoard run."""
 
     def __init__(self, member_dirs: list[Path]):
-        self.member_dirs, self.writers, self.logdirs = member_dirs, {}, {}
+        self.member_dirs, self.writers, self.logdirs, self.ended = member_dirs, {}, {}, False
 
     def writer(self, k: int):
         """Member `k`'s writer, into the one run folder it got first (also when reopened after training ends)."""
@@ -69,8 +69,10 @@ class MemberBoards(TrainerCallback):
                 self.writer(k).add_scalar(key, value, state.global_step)
             if own:
                 self.writer(k).flush()
+            if self.ended and k in self.writers:  # a log after training (the final evaluation): nothing is left open
+                self.writers.pop(k).close()
 
     def on_train_end(self, args, state, control, **kwargs):
         for writer in self.writers.values():
             writer.close()
-        self.writers = {}
+        self.writers, self.ended = {}, True

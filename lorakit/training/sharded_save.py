@@ -60,18 +60,18 @@ def materialize_optimizer_state(optimizer) -> None:
         return
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     kept = [p.detach().clone() for p in params]
-    lrs = [group.get("lr") for group in optimizer.param_groups]
+    lrs = [(group["lr"],) if "lr" in group else () for group in optimizer.param_groups]
     try:
         for param in params:
             param.grad = torch.zeros_like(param)
-        for group in optimizer.param_groups:
-            if "lr" in group:
+        for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+            if lr:
                 group["lr"] = 0.0
         optimizer.step()
     finally:
         for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-            if lr is not None:
-                group["lr"] = lr
+            if lr:
+                group["lr"] = lr[0]
         with torch.no_grad():
             for param, value in zip(params, kept, strict=True):
                 param.copy_(value)
