@@ -4,6 +4,7 @@ add LoRA with the init scheme, train with the records kept current, evaluate, sa
 import logging
 from pathlib import Path
 
+import torch
 from transformers import set_seed
 
 from lorakit.core.run_folder import prepare_run_folder, run_settings
@@ -84,4 +85,16 @@ def train_recorded(task: Task, prepared: Prepared, recorder: RunRecorder) -> int
 def main(task: Task, argv: list[str], name: str) -> int:
     """A single run of `task` from the command line `argv`; errors are one line prefixed with `name`."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    return run_command(name, lambda: prepare_single_run(task, argv), lambda prepared: train_single_run(task, prepared))
+    code = run_command(name, lambda: prepare_single_run(task, argv), lambda prepared: train_single_run(task, prepared))
+    if code == 0:
+        end_process_group()
+    return code
+
+
+def end_process_group() -> None:
+    """After a run of several processes: each waits for the others (the main one writes the adapter and the records
+    last), then takes the process group down. Left to the interpreter's exit, gloo's threads once aborted a process
+    that had finished first (tests/test_sharded.py on a loaded machine)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
