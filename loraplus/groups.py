@@ -105,7 +105,7 @@ def loraplus_param_groups(
     for name, param in model.named_parameters():
         if param.requires_grad:
             plain = plain_name(name)
-            group = param_group_name(plain, _ndim_as_built(name, param, ndims), owners[name], head_group)
+            group = param_group_name(plain, _ndim_as_built(name, plain, param, ndims), owners[name], head_group)
             names[group].append(plain)
             params[group].append(param)
     hyper = dict(lr=lr, loraplus_lr_ratio=loraplus_lr_ratio, loraplus_lr_embedding=loraplus_lr_embedding)
@@ -123,18 +123,18 @@ def loraplus_param_groups(
     return groups
 
 
-def _ndim_as_built(name: str, param: torch.Tensor, ndims: Mapping[str, int] | None) -> int:
+def _ndim_as_built(name: str, plain: str, param: torch.Tensor, ndims: Mapping[str, int] | None) -> int:
     if name.endswith("_flat_param"):
         raise ValueError(f"{name}: FSDP without use_orig_params flattens several parameters into one, whose group "
                          "its name and shape no longer tell; set fsdp_use_orig_params: true")  # fmt: skip
-    if ndims is None and "_fsdp_wrapped_module." in name:
-        raise ValueError(f"{name}: FSDP has flattened this model's parameters; pass ndims=param_ndims(model), "
-                         "recorded before it was wrapped")  # fmt: skip
     if ndims is None:
+        if "_fsdp_wrapped_module." in name:
+            raise ValueError(f"{name}: FSDP has flattened this model's parameters; pass ndims=param_ndims(model), "
+                             "recorded before it was wrapped")  # fmt: skip
         return param.ndim
-    if plain_name(name) not in ndims:
+    if plain not in ndims:
         raise ValueError(f"{name}: not in the shapes recorded before FSDP wrapped the model (added since?)")
-    return ndims[plain_name(name)]
+    return ndims[plain]
 
 
 def assert_partition(model: nn.Module, groups: list[dict]) -> None:

@@ -29,8 +29,8 @@ class LoraTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Taken before FSDP wraps the model and flattens its parameters (`create_optimizer`).
-        self.param_ndims = param_ndims(self.model) if self.model is not None else None
+        # Taken before FSDP wraps the model and flattens its parameters (`create_optimizer`); not needed otherwise.
+        self.param_ndims = param_ndims(self.model) if self.is_fsdp_enabled else None
 
     def train(self, *args, **kwargs):
         sharding = self.is_fsdp_enabled or self.is_deepspeed_enabled  # they replace or wrap what the switches hold
